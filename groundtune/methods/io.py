@@ -123,7 +123,7 @@ def _load_peft(model, folder: Path, meta: dict):
             f"adapter {folder} does not fit this model (trained on {meta.get('base_model_name_or_path')}): "
             + "; ".join(problems[:5])
         )
-    peft_model = PeftModel.from_pretrained(model, folder)
+    peft_model = PeftModel.from_pretrained(model, folder, is_trainable=True)  # same state as after attach()
     config = LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
                         target_modules=meta.get("target_modules"))
     setattr(peft_model, _ATTR, config)
