@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,21 +16,11 @@ from safetensors.torch import load_file, save_file
 
 from groundtune import __version__
 from groundtune.arch import model_shape
+from groundtune.fileio import atomic_folder
 from groundtune.methods import attach, attached_config, config_from_dict, config_to_dict, detach, trainable_state_dict
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-
-
-def _replace_dir(tmp: Path, folder: Path) -> None:
-    """Move a finished folder into place; an existing adapter is replaced only once the new one is complete."""
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-        os.replace(folder, old / folder.name)
-    os.replace(tmp, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_adapter(model, folder: str | os.PathLike) -> Path:
@@ -40,29 +28,22 @@ def save_adapter(model, folder: str | os.PathLike) -> Path:
     config = attached_config(model)
     if config is None:
         raise ValueError("no adapter is attached to this model: call groundtune.attach(model, config) first")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         if config.method == "lora":
             model.save_pretrained(tmp)
         else:
-            base = model
             meta = {
                 "peft_type": config.method.upper(),
                 "groundtune_method": config.method,
                 "groundtune_version": __version__,
-                "base_model_name_or_path": getattr(base, "name_or_path", None),
-                "base_model_shape": model_shape(base),
+                "base_model_name_or_path": getattr(model, "name_or_path", None),
+                "base_model_shape": model_shape(model),
                 "config": config_to_dict(config),
             }
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
             tensors = {k: v.detach().to("cpu").contiguous() for k, v in trainable_state_dict(model).items()}
             save_file(tensors, tmp / WEIGHTS_NAME, metadata={"format": "pt", "method": config.method})
-        _replace_dir(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def read_adapter_config(folder: str | os.PathLike) -> dict:

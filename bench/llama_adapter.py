@@ -1,0 +1,111 @@
+"""LLaMA-Adapter: groundtune vs peft's AdaptionPrompt, side by side in one process, on SmolLM2-135M.
+
+Train step (batch x seq tokens, fp32 and bf16 autocast) and greedy decoding speed, plus decoding overhead over
+the bare base model. Runs are interleaved (ours, peft, base, ours, ...) so machine noise hits all alike; each
+figure is the median. The last line is one JSON object.
+
+    python bench/llama_adapter.py [--layers 30 --length 10 --batch 4 --seq 256 --steps 5 --new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import groundtune as gt
+
+
+def load(kind: str, layers: int, length: int):
+    model, tok = gt.load_model()
+    if kind == "ours":
+        model = gt.attach(model, gt.LlamaAdapterConfig(layers=layers, length=length, gate="scalar"))
+    elif kind == "peft":
+        import peft
+
+        model = peft.get_peft_model(model, peft.AdaptionPromptConfig(adapter_len=length, adapter_layers=layers,
+                                                                      task_type="CAUSAL_LM"))
+    return model, tok
+
+
+def trainable(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_step_time(model, batch, bf16: bool) -> float:
+    opt = torch.optim.AdamW(trainable(model), lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def decode_tokens_per_s(model, prompt, new_tokens: int) -> float:
+    model.eval()
+    start = time.perf_counter()
+    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    elapsed = time.perf_counter() - start
+    return (out.shape[1] - prompt.shape[1]) * out.shape[0] / elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=30)
+    ap.add_argument("--length", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5, help="timed train steps per method and precision")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--decode-repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+
+    models = {k: load(k, args.layers, args.length)[0] for k in ("ours", "peft", "base")}
+    n_params = {k: sum(p.numel() for p in trainable(m)) for k, m in models.items() if k != "base"}
+    vocab = models["base"].config.vocab_size
+    batch = torch.randint(0, vocab, (args.batch, args.seq))
+
+    result = {"layers": args.layers, "length": args.length, "batch": args.batch, "seq": args.seq,
+              "trainable_params": n_params, "threads": torch.get_num_threads()}
+    for precision, bf16 in (("fp32", False), ("bf16", True)):
+        times = {"ours": [], "peft": []}
+        for k in times:  # warm-up
+            train_step_time(models[k], batch, bf16)
+        for _ in range(args.steps):
+            for k in times:
+                times[k].append(train_step_time(models[k], batch, bf16))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        result[f"train_step_s_{precision}"] = med
+        result[f"train_step_ratio_vs_peft_{precision}"] = med["ours"] / med["peft"]
+        print(f"train step {precision}: ours {med['ours']:.3f}s  peft {med['peft']:.3f}s  "
+              f"ratio {med['ours'] / med['peft']:.3f}", flush=True)
+
+    prompt = torch.randint(0, vocab, (args.batch, 64))
+    speeds = {k: [] for k in ("ours", "peft", "base")}
+    for k in speeds:
+        decode_tokens_per_s(models[k], prompt, 4)  # warm-up
+    for _ in range(args.decode_repeats):
+        for k in speeds:
+            speeds[k].append(decode_tokens_per_s(models[k], prompt, args.new_tokens))
+    tps = {k: statistics.median(v) for k, v in speeds.items()}
+    result["decode_tokens_per_s"] = tps
+    print(f"decode tokens/s: ours {tps['ours']:.1f}  peft {tps['peft']:.1f}  base {tps['base']:.1f}", flush=True)
+
+    result["train_step_ratio_vs_peft"] = max(result["train_step_ratio_vs_peft_fp32"], result["train_step_ratio_vs_peft_bf16"])
+    result["decode_speed_ratio_vs_peft"] = tps["ours"] / tps["peft"]
+    result["decode_overhead_vs_base"] = tps["base"] / tps["ours"] - 1
+    result["peft_decode_overhead_vs_base"] = tps["base"] / tps["peft"] - 1
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
