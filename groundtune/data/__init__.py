@@ -1,0 +1,54 @@
+"""Data: doc2dial / MultiDoc2Dial readers, grounded samples, instruction data, collation, shipped fixtures."""
+
+from __future__ import annotations
+
+from importlib import import_module, resources
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data file that cannot be read as asked. The message names the file, the record and the fix."""
+
+
+def asset_path(name: str = "") -> Path:
+    """Path of a fixture shipped in `groundtune/assets/` (e.g. ``asset_path("doc2dial")``)."""
+    root = Path(str(resources.files("groundtune") / "assets"))
+    path = root / name
+    if not path.exists():
+        available = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        raise FileNotFoundError(f"no shipped asset {name!r} in {root}; available: {', '.join(available) or 'none'}")
+    return path
+
+
+# Public names -> module that defines them. Lazy so that `import groundtune.data` never pulls in torch.
+_EXPORTS = {
+    "Span": "groundtune.data.doc2dial",
+    "Document": "groundtune.data.doc2dial",
+    "Reference": "groundtune.data.doc2dial",
+    "Turn": "groundtune.data.doc2dial",
+    "Dialogue": "groundtune.data.doc2dial",
+    "load_documents": "groundtune.data.doc2dial",
+    "load_dialogues": "groundtune.data.doc2dial",
+    "Sample": "groundtune.data.grounded",
+    "DropReport": "groundtune.data.grounded",
+    "GroundedConfig": "groundtune.data.grounded",
+    "build_prompt": "groundtune.data.grounded",
+    "highlight": "groundtune.data.grounded",
+    "grounded_samples": "groundtune.data.grounded",
+    "samples_from_passages": "groundtune.data.grounded",
+    "load_jsonl_samples": "groundtune.data.grounded",
+    "split_by_dialogue": "groundtune.data.grounded",
+    "InstructTemplate": "groundtune.data.instruct",
+    "load_instructions": "groundtune.data.instruct",
+    "instruction_samples": "groundtune.data.instruct",
+    "encode": "groundtune.data.collate",
+    "Collator": "groundtune.data.collate",
+}
+
+__all__ = sorted([*_EXPORTS, "DataError", "asset_path"])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'groundtune.data' has no attribute {name!r}")
