@@ -6,7 +6,8 @@ Document files come in two layouts:
   * ``{doc_id: {doc_id, domain, doc_text, spans: {id_sp: text}}}`` (doc2dial reading-comprehension
     release): spans without offsets, whose texts concatenate to ``doc_text``.
 Dialogue files come in three:
-  * ``{"dial_data": {domain: {doc_id: [dialogue]}}}`` (doc2dial), turn references either v0.9's
+  * ``{"dial_data": {domain: {doc_id: [dialogue]}}}`` (doc2dial; the DialDoc 2021 test-dev file omits the
+    ``dial_data`` wrapper), turn references either v0.9's
     ``reference: {id_sp: [label]}`` or v1.0.1's ``references: [{sp_id, label}]``; the document is the dialogue's;
   * ``{"dial_data": {domain: [dialogue]}}`` (MultiDoc2Dial), ``references: [{id_sp, doc_id, label}]``;
   * ``[{id, dial: [turn], ground_doc_id?}]`` (DialDoc 2022 shared-task inputs, no references).
@@ -243,10 +244,17 @@ def _dialogue(path: Path, raw: dict, domain: str, doc_id: str | None) -> Dialogu
     return Dialogue(dial_id, raw.get("domain", domain), doc_id, turns)
 
 
+def _is_bare_dial_data(data) -> bool:
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(block, dict) and all(isinstance(dials, list) and all(isinstance(d, dict) and "turns" in d for d in dials)
+                                        for dials in block.values())
+        for block in data.values())
+
+
 def _dialogues_in(path: Path, data) -> list[Dialogue] | None:
-    if isinstance(data, dict) and "dial_data" in data:
+    if isinstance(data, dict) and ("dial_data" in data or _is_bare_dial_data(data)):
         out = []
-        for domain, block in data["dial_data"].items():
+        for domain, block in data.get("dial_data", data).items():
             if isinstance(block, dict):  # doc2dial: grouped by document
                 out += [_dialogue(path, d, domain, doc_id) for doc_id, dials in block.items() for d in dials]
             else:  # MultiDoc2Dial: a plain list per domain
