@@ -75,7 +75,7 @@ class AdaptionPrompt(nn.Module):
         self._cache = None if torch.is_grad_enabled() else (key, kv)
         return kv
 
-    def forward(self, query: torch.Tensor, scaling: float) -> torch.Tensor:
+    def attend(self, query: torch.Tensor, scaling: float) -> torch.Tensor:
         """query [B, heads, T, head_dim] -> adapter output [B, T, heads, head_dim] (the layout attention returns)."""
         k, v = self.keys_values(query.dtype)
         out = F.scaled_dot_product_attention(query, k.expand(query.shape[0], -1, -1, -1),
@@ -93,7 +93,8 @@ def _adapted_attention(base: str):
         adapter = getattr(module, "adaption_prompt", None)
         if adapter is not None:
             scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-            out = out + adapter(query, scale).to(out.dtype)
+            # attend() rather than __call__: skips nn.Module hook dispatch on every decoded token
+            out = out + adapter.attend(query, scale).to(out.dtype)
         return out, weights
 
     return attention

@@ -1,0 +1,160 @@
+"""Grids of runs (method × layers × length × learning rate) and their results in the paper's Table 2 layout.
+
+A sweep YAML has a `base` run config and a list of `runs`, each a method block and a grid:
+
+    base: {data: {...}, epochs: 1, batch_size: 4}
+    runs:
+      - method: {method: llama_adapter}
+        grid: {layers: [10, 30], length: [10, 30], lr: [1.0e-2]}
+      - method: {method: lora, r: 1, alpha: 1}
+        grid: {lr: [3.0e-4]}
+
+Grid keys that are run settings (lr, epochs, ...) go to the run; the others are method options. Each run writes
+its own folder; finished runs are skipped, so a stopped sweep continues where it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+from pathlib import Path
+
+import yaml
+
+from groundtune.config import TrainConfig, from_dict
+from groundtune.fileio import atomic_write
+
+COLUMNS = ["method", "layer", "length", "learning rate", "F1", "METEOR", "ROUGE-L", "SacreBLEU"]
+_RUN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def expand(sweep: dict, where: str = "sweep") -> list[tuple[str, TrainConfig]]:
+    """(run name, config) for every point of every grid."""
+    base = sweep.get("base", {})
+    runs = sweep.get("runs")
+    if not runs:
+        raise ValueError(f"{where}: no 'runs' list; each entry needs a 'method' block and an optional 'grid'")
+    out = []
+    for i, entry in enumerate(runs):
+        method, grid = dict(entry.get("method", {})), entry.get("grid", {})
+        if "method" not in method:
+            raise ValueError(f"{where}: runs[{i}].method needs a 'method' key (llama_adapter, lora, ...)")
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
+            point = dict(zip(keys, values))
+            run = {**base, **{k: v for k, v in point.items() if k in _RUN_KEYS}}
+            run["method"] = {**method, **{k: v for k, v in point.items() if k not in _RUN_KEYS}}
+            name = "-".join([method["method"], *(f"{k}{v}" for k, v in point.items())])
+            cfg = from_dict(run, f"{where}: runs[{i}] {point}")
+            out.append((name, cfg))
+    return out
+
+
+def row(cfg: TrainConfig, scores: dict) -> dict:
+    m = cfg.method
+    layer = m.get("layers", "all" if m["method"] == "lora" else "-")
+    length = m.get("length", f"r={m.get('r', 1)}, α={m.get('alpha', 1)}" if m["method"] == "lora" else "-")
+    return {"method": m["method"], "layer": layer, "length": length, "learning rate": cfg.lr,
+            **{k: scores.get(k) for k in COLUMNS[4:]}}
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) and v is not None else ("n/a" if v is None else str(v))
+
+
+def markdown_table(rows: list[dict], signatures: list[str] | None = None) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r[c]) if c != "learning rate" else f"{r[c]:g}" for c in COLUMNS) + " |" for r in rows]
+    if signatures:
+        lines += ["", *[f"`{s}`" for s in signatures]]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def heatmap(rows: list[dict], path: Path, metric: str = "F1") -> bool:
+    """Layers × length heatmap of `metric` for LLaMA-Adapter rows (best over learning rates)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: dict[tuple[int, int], float] = {}
+    for r in rows:
+        if r["method"] == "llama_adapter" and r[metric] is not None:
+            key = (r["layer"], r["length"])
+            cells[key] = max(cells.get(key, float("-inf")), r[metric])
+    if not cells:
+        return False
+    layers = sorted({k[0] for k in cells})
+    lengths = sorted({k[1] for k in cells})
+    grid = [[cells.get((l, k), float("nan")) for k in lengths] for l in layers]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(lengths), 1.4 + 0.9 * len(layers)))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(lengths)), [str(k) for k in lengths])
+    ax.set_yticks(range(len(layers)), [str(l) for l in layers])
+    ax.set_xlabel("adaption prompt length K")
+    ax.set_ylabel("adapted layers L")
+    ax.set_title(f"LLaMA-Adapter {metric}")
+    for i, line in enumerate(grid):
+        for j, v in enumerate(line):
+            ax.text(j, i, "—" if v != v else f"{v:.1f}", ha="center", va="center", color="white")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def loss_curves(runs: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, losses in runs.items():
+        ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], label=name, lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("answer-token loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+    """Train and evaluate every grid point; write results.md, results.csv, heatmap.png, loss_curves.png."""
+    from groundtune.pipeline import train_and_evaluate
+
+    path = Path(path)
+    try:
+        sweep = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    out = Path(out_dir or sweep.get("output_dir") or Path("runs") / path.stem)
+    rows, curves, signatures = [], {}, []
+    for name, cfg in expand(sweep, str(path)):
+        cfg.output_dir = str(out / name)
+        done = Path(cfg.output_dir) / "results.json"
+        if not done.exists():
+            train_and_evaluate(cfg, progress=progress)
+        result = json.loads(done.read_text())
+        rows.append(row(cfg, result["scores"]))
+        signatures = result.get("signatures", signatures)
+        curves[name] = result["losses"]
+        atomic_write(out / "results.md", markdown_table(rows, signatures))
+        atomic_write(out / "results.csv", csv_table(rows))
+    heatmap(rows, out / "heatmap.png")
+    loss_curves(curves, out / "loss_curves.png")
+    return rows
