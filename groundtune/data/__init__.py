@@ -35,14 +35,20 @@ _EXPORTS = {
     "build_prompt": "groundtune.data.grounded",
     "highlight": "groundtune.data.grounded",
     "grounded_samples": "groundtune.data.grounded",
+    "TurnContext": "groundtune.data.grounded",
+    "turn_contexts": "groundtune.data.grounded",
     "samples_from_passages": "groundtune.data.grounded",
     "load_jsonl_samples": "groundtune.data.grounded",
     "split_by_dialogue": "groundtune.data.grounded",
     "InstructTemplate": "groundtune.data.instruct",
     "load_instructions": "groundtune.data.instruct",
     "instruction_samples": "groundtune.data.instruct",
+    "get_template": "groundtune.data.instruct",
+    "split_response": "groundtune.data.instruct",
     "encode": "groundtune.data.collate",
     "Collator": "groundtune.data.collate",
+    "pad_token_id": "groundtune.data.collate",
+    "IGNORE_INDEX": "groundtune.data.collate",
 }
 
 __all__ = sorted([*_EXPORTS, "DataError", "asset_path"])

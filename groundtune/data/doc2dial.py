@@ -238,6 +238,10 @@ def _dialogue(path: Path, raw: dict, domain: str, doc_id: str | None) -> Dialogu
         except (KeyError, TypeError, AttributeError) as e:
             raise DataError(f"{path}: dialogue {dial_id!r}, turn {i + 1}: missing or bad field {e}; "
                             "a turn needs role and utterance") from e
+    if "dial" in raw and turns and dial_id.endswith(f"_{turns[-1].turn_id}"):
+        # Shared-task ids are "{dial_id}_{turn_id}" of the turn before the reply to predict; keep the dialogue's id
+        # so that contexts built from it get the official id back.
+        dial_id = dial_id[: -len(f"_{turns[-1].turn_id}")]
     if doc_id is None:  # MultiDoc2Dial: single-document when every reference points to the same document
         docs = {r.doc_id for t in turns for r in t.references}
         doc_id = docs.pop() if len(docs) == 1 else None
