@@ -1,0 +1,99 @@
+"""Token ids for training: prompt and answer tokenized apart, loss on the answer only, left-padded batches.
+
+Tokenizing the two parts separately (special tokens only on the prompt) gives one BOS at the start, none between
+prompt and answer, and the same prompt ids at training and at generation time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from groundtune.data.grounded import Sample
+
+IGNORE_INDEX = -100  # the label torch.nn.functional.cross_entropy skips
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad id, falling back to EOS as GPT-2 and GPT-NeoX (Polyglot-Ko) tokenizers, which have none, expect.
+    Safe because padded positions are masked out of attention and carry no label."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    ids = list(tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    # A chat template already writes the BOS text; the tokenizer would add a second one.
+    if bos is not None and ids[:2] == [bos, bos]:
+        ids = ids[1:]
+    # Tokenizers set to add EOS (some Llama configs) must not end the prompt with it.
+    if eos is not None and eos != bos and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(tokenizer.eos_token):
+        ids = ids[:-1]
+    return ids
+
+
+def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None, max_answer_tokens: int | None = None,
+           add_eos: bool = True) -> dict[str, list[int]]:
+    """input_ids = prompt ids + answer ids (+ EOS); labels = IGNORE_INDEX on the prompt, the ids on the answer.
+
+    A too-long prompt loses tokens from its left (the start of the document) so the question at its end stays;
+    a leading BOS is kept. A too-long answer is cut at its end (and then has no EOS: it did not end there).
+    """
+    prompt = _prompt_ids(tokenizer, sample.prompt)
+    answer = list(tokenizer(sample.answer, add_special_tokens=False, verbose=False)["input_ids"])
+    if add_eos and tokenizer.eos_token_id is not None:
+        answer.append(tokenizer.eos_token_id)
+    if max_answer_tokens is not None:
+        answer = answer[:max_answer_tokens]
+    if max_prompt_tokens is not None and len(prompt) > max_prompt_tokens:
+        keep_bos = tokenizer.bos_token_id is not None and prompt[0] == tokenizer.bos_token_id and max_prompt_tokens > 1
+        tail = max_prompt_tokens - int(keep_bos)
+        prompt = (prompt[:1] if keep_bos else []) + prompt[len(prompt) - tail:]
+    return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
+
+
+class Collator:
+    """Batches Samples (or `encode` outputs) into input_ids, attention_mask, labels and position_ids tensors.
+
+    Left padding is the default on purpose: every answer then ends at the last position, so the trainer can run the
+    LM head on the last N positions only (N = longest answer in the batch) instead of the whole sequence.
+    position_ids = cumsum(attention_mask) - 1 (clamped at 0) give a left-padded row the same positions as the
+    unpadded one; every Hugging Face decoder accepts them.
+    """
+
+    def __init__(self, tokenizer, padding_side: str = "left", max_prompt_tokens: int | None = None,
+                 max_answer_tokens: int | None = None, add_eos: bool = True, pad_to_multiple_of: int | None = None):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.tokenizer = tokenizer
+        self.padding_side = padding_side
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_answer_tokens = max_answer_tokens
+        self.add_eos = add_eos
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_id = pad_token_id(tokenizer)
+
+    def encode(self, sample: Sample) -> dict[str, list[int]]:
+        return encode(self.tokenizer, sample, self.max_prompt_tokens, self.max_answer_tokens, self.add_eos)
+
+    def __call__(self, batch: Sequence[Sample | dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [self.encode(x) if isinstance(x, Sample) else x for x in batch]
+        length = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(row["input_ids"])
+            cols = slice(length - n, length) if self.padding_side == "left" else slice(0, n)
+            input_ids[i, cols] = torch.tensor(row["input_ids"], dtype=torch.long)
+            labels[i, cols] = torch.tensor(row["labels"], dtype=torch.long)
+            attention_mask[i, cols] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "position_ids": position_ids}
