@@ -1,0 +1,93 @@
+"""Generation metrics x100 with signatures: SQuAD F1, SacreBLEU, METEOR, ROUGE-L and ROUGE-1.
+
+On English they reproduce the MultiDoc2Dial official scoring; on Korean they tokenise into Kiwi morphemes
+(ko-mecab for SacreBLEU) so that particles and endings do not turn matches into misses.
+
+    from groundtune.metrics import score
+    report = score(predictions, references, lang="auto")
+    print(report.table()); report["F1"]; report.signatures
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from groundtune.metrics.report import MetricScore, Report
+
+METRICS = ("F1", "SacreBLEU", "METEOR", "ROUGE-L", "ROUGE-1")
+LANGS = ("en", "ko", "auto")
+
+__all__ = ["METRICS", "MetricScore", "Report", "resolve_lang", "score"]
+
+
+def resolve_lang(lang: str, references: Sequence[Sequence[str]]) -> str:
+    """"auto" becomes "ko" when the references are mostly Hangul (groundtune.korean.is_korean), else "en"."""
+    if lang not in LANGS:
+        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
+    if lang != "auto":
+        return lang
+    from groundtune.korean import is_korean
+
+    return "ko" if is_korean(" ".join(r for refs in references for r in refs)) else "en"
+
+
+def _check(predictions, references) -> tuple[list[str], list[list[str]]]:
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one reference "
+                         "(or a list of references) per prediction")
+    if not predictions:
+        raise ValueError("nothing to score: no predictions")
+    refs_out = []
+    for i, (pred, refs) in enumerate(zip(predictions, references)):
+        if not isinstance(pred, str):
+            raise ValueError(f"predictions[{i}] is {type(pred).__name__}, not a string")
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        if not refs or not all(isinstance(r, str) for r in refs):
+            raise ValueError(f"references[{i}] must be a string or a non-empty list of strings, not {refs!r}")
+        refs_out.append(refs)
+    return predictions, refs_out
+
+
+def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]], lang: str = "auto",
+          metrics: Iterable[str] | None = None, ids: Sequence[str] | None = None) -> Report:
+    """Score predictions against references (each a string or a list of strings; the best reference counts).
+
+    lang: "en" (the MultiDoc2Dial official scoring), "ko" (Kiwi morphemes; ko-mecab for SacreBLEU) or "auto"
+    (by the share of Hangul in the references). metrics: a subset of METRICS (default all). METEOR on English
+    needs WordNet; without it, its value is None and its signature says wordnet=missing.
+    """
+    from groundtune.metrics import bleu, f1, meteor, rouge
+
+    predictions, references = _check(predictions, references)
+    wanted = list(METRICS if metrics is None else metrics)
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    lang = resolve_lang(lang, references)
+    results: dict[str, MetricScore] = {}
+    per_example: dict[str, list[float]] = {}
+
+    def mean_x100(name: str, values: list[float], signature: str) -> None:
+        per_example[name] = [100 * v for v in values]
+        results[name] = MetricScore(name, 100 * sum(values) / len(values), signature)
+
+    for name in wanted:
+        if name == "F1":
+            mean_x100(name, f1.f1_per_example(predictions, references, lang), f1.signature(lang))
+        elif name == "SacreBLEU":
+            value, signature = bleu.corpus_bleu(predictions, references, lang)
+            results[name] = MetricScore(name, value, signature)
+        elif name == "METEOR":
+            values = meteor.meteor_per_example(predictions, references, lang)
+            if values is None:
+                results[name] = MetricScore(name, None, meteor.signature(lang), meteor.INSTALL_HINT)
+            else:
+                mean_x100(name, values, meteor.signature(lang))
+        elif name in ("ROUGE-L", "ROUGE-1") and name not in results:
+            both = rouge.rouge_per_example(predictions, references, lang)  # one pass gives both
+            for rouge_name, rouge_type in (("ROUGE-L", "rougeL"), ("ROUGE-1", "rouge1")):
+                if rouge_name in wanted:
+                    mean_x100(rouge_name, both[rouge_type], rouge.signature(rouge_type, lang))
+    return Report(lang=lang, n=len(predictions), metrics={m: results[m] for m in wanted}, per_example=per_example,
+                  ids=list(ids) if ids is not None else None)

@@ -1,0 +1,26 @@
+"""SQuAD-style token F1, as the MultiDoc2Dial official scoring computes it (the SQuAD v1.1 script):
+normalize_answer tokens, bag-of-tokens overlap, best over references, mean over examples."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from groundtune.metrics.tokenize import f1_tokens_batch
+
+
+def token_f1(prediction: list[str], reference: list[str]) -> float:
+    """F1 of two token lists, 0..1. No overlap (including two empty lists) is 0, as in the official script."""
+    same = sum((Counter(prediction) & Counter(reference)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(prediction), same / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_per_example(predictions: list[str], references: list[list[str]], lang: str = "en") -> list[float]:
+    tokens = f1_tokens_batch({*predictions, *(r for refs in references for r in refs)}, lang)
+    return [max(token_f1(tokens[pred], tokens[r]) for r in refs) for pred, refs in zip(predictions, references)]
+
+
+def signature(lang: str) -> str:
+    return f"f1:tok={'squad+kiwi' if lang == 'ko' else 'squad'}|lang={lang}|agg=mean"
