@@ -31,11 +31,16 @@ def morphemes(text: str, *, drop_punct: bool = False) -> list[str]:
 
 def morphemes_batch(texts: Iterable[str], *, drop_punct: bool = False) -> list[list[str]]:
     """`morphemes` over many texts in one Kiwi call, which is faster than one call per text."""
+    return [[form for form, tag in tokens if not (drop_punct and tag in PUNCT_TAGS)] for tokens in analyse_batch(texts)]
+
+
+def analyse_batch(texts: Iterable[str]) -> list[list[tuple[str, str]]]:
+    """(form, tag) of each morpheme of each text, in one Kiwi call; empty texts give []."""
     texts = list(texts)
-    out: list[list[str]] = [[] for _ in texts]
+    out: list[list[tuple[str, str]]] = [[] for _ in texts]
     todo = [i for i, t in enumerate(texts) if t and not t.isspace()]
     for i, tokens in zip(todo, get_kiwi().tokenize([texts[i] for i in todo])):
-        out[i] = [t.form for t in tokens if not (drop_punct and t.tag in PUNCT_TAGS)]
+        out[i] = [(t.form, t.tag) for t in tokens]
     return out
 
 

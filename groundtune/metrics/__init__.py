@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from groundtune.metrics.predictions import Predictions, read_predictions, write_predictions
 from groundtune.metrics.report import MetricScore, Report
 
 METRICS = ("F1", "SacreBLEU", "METEOR", "ROUGE-L", "ROUGE-1")
 LANGS = ("en", "ko", "auto")
 
-__all__ = ["METRICS", "MetricScore", "Report", "resolve_lang", "score"]
+__all__ = ["METRICS", "MetricScore", "Predictions", "Report", "read_predictions", "resolve_lang", "score",
+           "write_predictions"]
 
 
 def resolve_lang(lang: str, references: Sequence[Sequence[str]]) -> str:
@@ -58,6 +60,7 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     needs WordNet; without it, its value is None and its signature says wordnet=missing.
     """
     from groundtune.metrics import bleu, f1, meteor, rouge
+    from groundtune.metrics.tokenize import korean_analysis
 
     predictions, references = _check(predictions, references)
     wanted = list(METRICS if metrics is None else metrics)
@@ -65,6 +68,8 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     lang = resolve_lang(lang, references)
+    # Korean: one Kiwi analysis per distinct text, shared by every metric.
+    analysis = korean_analysis([*predictions, *(r for refs in references for r in refs)]) if lang == "ko" else None
     results: dict[str, MetricScore] = {}
     per_example: dict[str, list[float]] = {}
 
@@ -74,18 +79,18 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
 
     for name in wanted:
         if name == "F1":
-            mean_x100(name, f1.f1_per_example(predictions, references, lang), f1.signature(lang))
+            mean_x100(name, f1.f1_per_example(predictions, references, lang, analysis), f1.signature(lang))
         elif name == "SacreBLEU":
             value, signature = bleu.corpus_bleu(predictions, references, lang)
             results[name] = MetricScore(name, value, signature)
         elif name == "METEOR":
-            values = meteor.meteor_per_example(predictions, references, lang)
+            values = meteor.meteor_per_example(predictions, references, lang, analysis)
             if values is None:
                 results[name] = MetricScore(name, None, meteor.signature(lang), meteor.INSTALL_HINT)
             else:
                 mean_x100(name, values, meteor.signature(lang))
         elif name in ("ROUGE-L", "ROUGE-1") and name not in results:
-            both = rouge.rouge_per_example(predictions, references, lang)  # one pass gives both
+            both = rouge.rouge_per_example(predictions, references, lang, analysis)  # one pass gives both
             for rouge_name, rouge_type in (("ROUGE-L", "rougeL"), ("ROUGE-1", "rouge1")):
                 if rouge_name in wanted:
                     mean_x100(rouge_name, both[rouge_type], rouge.signature(rouge_type, lang))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from groundtune.metrics.tokenize import f1_tokens_batch
+from groundtune.metrics.tokenize import KoreanAnalysis, f1_tokens
 
 
 def token_f1(prediction: list[str], reference: list[str]) -> float:
@@ -17,8 +17,10 @@ def token_f1(prediction: list[str], reference: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def f1_per_example(predictions: list[str], references: list[list[str]], lang: str = "en") -> list[float]:
-    tokens = f1_tokens_batch({*predictions, *(r for refs in references for r in refs)}, lang)
+def f1_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",
+                   analysis: KoreanAnalysis | None = None) -> list[float]:
+    """F1 of each example (best over its references), 0..1."""
+    tokens = f1_tokens([*predictions, *(r for refs in references for r in refs)], lang, analysis)
     return [max(token_f1(tokens[pred], tokens[r]) for r in refs) for pred, refs in zip(predictions, references)]
 
 

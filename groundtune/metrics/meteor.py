@@ -15,7 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from groundtune.metrics.tokenize import meteor_tokens_batch
+from groundtune.metrics.tokenize import KoreanAnalysis, meteor_tokens
 
 ALPHA, BETA, GAMMA = 0.9, 3.0, 0.5
 INSTALL_HINT = "METEOR needs WordNet: install the Debian/Ubuntu package `wordnet-base` (apt-get install wordnet-base)"
@@ -150,7 +150,8 @@ def signature(lang: str) -> str:
     return f"meteor:nltk-{nltk.__version__}|tok={tok}|stem=porter|wordnet={wordnet}|a={ALPHA:g}|b={BETA:g}|g={GAMMA:g}"
 
 
-def meteor_per_example(predictions: list[str], references: list[list[str]], lang: str = "en") -> list[float] | None:
+def meteor_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",
+                       analysis: KoreanAnalysis | None = None) -> list[float] | None:
     """nltk METEOR for each example (best over its references), in 0..1; None when WordNet is missing for
     English. Tokens are computed once per distinct text."""
     from nltk.translate.meteor_score import meteor_score
@@ -162,7 +163,7 @@ def meteor_per_example(predictions: list[str], references: list[list[str]], lang
         if reader is None:
             return None
         wordnet = _CachedWordNet(reader)
-    tokens = meteor_tokens_batch({*predictions, *(r for refs in references for r in refs)}, lang)
+    tokens = meteor_tokens([*predictions, *(r for refs in references for r in refs)], lang, analysis)
     stemmer = _CachedStemmer()
     return [
         meteor_score([tokens[r] for r in refs], tokens[pred], stemmer=stemmer, wordnet=wordnet,

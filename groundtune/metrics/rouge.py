@@ -8,19 +8,20 @@ Korean: rouge_score's tokenizer keeps only [a-z0-9] and so deletes Hangul; Kiwi 
 
 from __future__ import annotations
 
+from groundtune.metrics.tokenize import KoreanAnalysis, TableTokenizer, rouge_tokens
+
 ROUGE_TYPES = ("rouge1", "rougeL")
 
 
-def rouge_per_example(predictions: list[str], references: list[list[str]], lang: str = "en") -> dict[str, list[float]]:
+def rouge_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",
+                      analysis: KoreanAnalysis | None = None) -> dict[str, list[float]]:
     """{"rouge1": [...], "rougeL": [...]}: F-measure per example in 0..1."""
     from rouge_score import rouge_scorer
 
     tokenizer = None
     if lang == "ko":
-        from groundtune.metrics.tokenize import KiwiRougeTokenizer
-
-        tokenizer = KiwiRougeTokenizer()
-        tokenizer.warm({*predictions, *(r for refs in references for r in refs)})
+        table = rouge_tokens([*predictions, *(r for refs in references for r in refs)], analysis)
+        tokenizer = TableTokenizer(table, lambda text: rouge_tokens([text])[text])
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=tokenizer)
     out = {t: [] for t in ROUGE_TYPES}
     for pred, refs in zip(predictions, references):

@@ -5,7 +5,9 @@ English reproduces the MultiDoc2Dial official scoring exactly: SQuAD's `normaliz
 their libraries' own defaults, so they need nothing here.
 
 Korean uses Kiwi morphemes: whitespace words glue particles and endings onto stems, and rouge_score's default
-tokenizer deletes Hangul altogether.
+tokenizer deletes Hangul altogether. Each text is analysed once (`korean_analysis`) and every metric takes its
+own view of that analysis: METEOR all morphemes (punctuation too, as word_tokenize keeps it), ROUGE lower-cased
+morphemes without punctuation, F1 the same passed through normalize_answer.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import re
 import string
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable
 
-from groundtune.korean import morphemes, morphemes_batch
+from groundtune.korean import PUNCT_TAGS, analyse_batch
 
 _PUNKT_EN = Path(__file__).resolve().parent.parent / "assets" / "punkt_tab" / "english"
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+KoreanAnalysis = dict[str, list[tuple[str, str]]]  # text -> Kiwi (form, tag) per morpheme
 
 
 def normalize_answer(text: str) -> str:
@@ -28,19 +33,43 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def f1_tokens(text: str, lang: str = "en") -> list[str]:
-    """Tokens that SQuAD-style F1 compares: normalised words (en) or normalised Kiwi morphemes (ko)."""
-    if lang == "ko":
-        return morphemes(normalize_answer(text), drop_punct=True)
-    return normalize_answer(text).split()
+def korean_analysis(texts: Iterable[str], known: KoreanAnalysis | None = None) -> KoreanAnalysis:
+    """Kiwi analyses of the distinct texts (one Kiwi call), added to `known` when given."""
+    known = {} if known is None else known
+    todo = [t for t in dict.fromkeys(texts) if t not in known]
+    known.update(zip(todo, analyse_batch(todo)))
+    return known
 
 
-def f1_tokens_batch(texts, lang: str = "en") -> dict[str, list[str]]:
-    """{text: f1_tokens(text)} for many texts (Kiwi analyses them in one call)."""
+def _korean_view(kind: str, tokens: list[tuple[str, str]]) -> list[str]:
+    if kind == "meteor":
+        return [form for form, _ in tokens]
+    words = [form.lower() for form, tag in tokens if tag not in PUNCT_TAGS]
+    return words if kind == "rouge" else [w for form in words for w in normalize_answer(form).split()]
+
+
+def _table(kind: str, texts: Iterable[str], lang: str, analysis: KoreanAnalysis | None, english) -> dict[str, list[str]]:
     texts = list(dict.fromkeys(texts))
     if lang == "ko":
-        return dict(zip(texts, morphemes_batch([normalize_answer(t) for t in texts], drop_punct=True)))
-    return {text: normalize_answer(text).split() for text in texts}
+        analysis = korean_analysis(texts, analysis)
+        return {t: _korean_view(kind, analysis[t]) for t in texts}
+    return {t: english(t) for t in texts}
+
+
+def f1_tokens(texts: Iterable[str], lang: str = "en", analysis: KoreanAnalysis | None = None) -> dict[str, list[str]]:
+    """{text: tokens SQuAD-style F1 compares}: normalize_answer words (en) or normalised Kiwi morphemes (ko)."""
+    return _table("f1", texts, lang, analysis, lambda t: normalize_answer(t).split())
+
+
+def meteor_tokens(texts: Iterable[str], lang: str = "en", analysis: KoreanAnalysis | None = None) -> dict[str, list[str]]:
+    """{text: tokens METEOR aligns}: nltk.word_tokenize (en) or Kiwi morphemes, punctuation kept (ko)."""
+    return _table("meteor", texts, lang, analysis, word_tokenize)
+
+
+def rouge_tokens(texts: Iterable[str], analysis: KoreanAnalysis | None = None) -> dict[str, list[str]]:
+    """{text: lower-cased Kiwi morphemes without punctuation}: Korean ROUGE tokens (English ROUGE keeps
+    rouge_score's own tokenizer, which likewise keeps only letters and digits)."""
+    return _table("rouge", texts, "ko", analysis, None)
 
 
 @lru_cache(maxsize=1)
@@ -76,31 +105,12 @@ def word_tokenize(text: str) -> list[str]:
     return [token for sentence in _punkt_english().tokenize(text) for token in words.tokenize(sentence)]
 
 
-def meteor_tokens(text: str, lang: str = "en") -> list[str]:
-    """Tokens METEOR aligns: nltk.word_tokenize (en) or Kiwi morphemes with punctuation kept, as in English."""
-    return morphemes(text) if lang == "ko" else word_tokenize(text)
+class TableTokenizer:
+    """A rouge_score tokenizer that answers from a precomputed {text: tokens} table."""
 
-
-def meteor_tokens_batch(texts, lang: str = "en") -> dict[str, list[str]]:
-    """{text: meteor_tokens(text)} for many texts (Kiwi analyses them in one call)."""
-    texts = list(dict.fromkeys(texts))
-    if lang == "ko":
-        return dict(zip(texts, morphemes_batch(texts)))
-    return {text: word_tokenize(text) for text in texts}
-
-
-class KiwiRougeTokenizer:
-    """rouge_score tokenizer for Korean: lower-cased Kiwi morphemes without punctuation (rouge_score's own
-    tokenizer likewise keeps only letters and digits). `warm` analyses many texts in one Kiwi call."""
-
-    def __init__(self):
-        self._known: dict[str, list[str]] = {}
-
-    def warm(self, texts) -> None:
-        texts = [t for t in dict.fromkeys(texts) if t not in self._known]
-        self._known.update(zip(texts, morphemes_batch([t.lower() for t in texts], drop_punct=True)))
+    def __init__(self, table: dict[str, list[str]], fallback):
+        self.table, self.fallback = table, fallback
 
     def tokenize(self, text: str) -> list[str]:
-        if text not in self._known:
-            self._known[text] = morphemes(text.lower(), drop_punct=True)
-        return self._known[text]
+        tokens = self.table.get(text)
+        return self.fallback(text) if tokens is None else tokens
