@@ -53,12 +53,13 @@ def _cache_root() -> Path:
 
 
 def _lay_out(source: Path, root: Path) -> Path:
-    """Copy a system WordNet dictionary into `root`/corpora/wordnet (once), where nltk may read it.
+    """Copy a system WordNet dictionary into `root`/corpora/wordnet-system (once), where nltk may read it.
 
-    A copy, not symlinks: nltk refuses files that resolve outside its data folders."""
+    A copy, not symlinks: nltk refuses files that resolve outside its data folders. Not named `wordnet`, so
+    that `nltk.corpus.wordnet` elsewhere in the process does not pick up this partial copy (no index.sense)."""
     from groundtune.fileio import atomic_folder
 
-    target = root / "corpora" / "wordnet"
+    target = root / "corpora" / "wordnet-system"
     stamp = f"{source.resolve()} {(source / 'data.noun').stat().st_size}\n"
     if (target / "SOURCE").is_file() and (target / "SOURCE").read_text() == stamp:
         return target
