@@ -2,8 +2,8 @@
 `meteor_score` on `nltk.word_tokenize` tokens (alpha=0.9, beta=3, gamma=0.5), averaged over examples.
 
 nltk's synonym stage needs WordNet, which is not on PyPI. We use nltk's own `wordnet` corpus when it is
-installed, else the WordNet 3.0 dictionary of the Debian/Ubuntu package `wordnet-base` (the same database
-nltk's corpus holds), copied once into an nltk_data layout in the user's cache. Without either, METEOR is
+installed, else the WordNet 3.0 dictionary of the Debian/Ubuntu package `wordnet-base` (the WordNet version
+nltk's corpus holds), copied once into an nltk_data layout in the user's cache. The signature says which. Without either, METEOR is
 reported as n/a with `wordnet=missing` in its signature rather than silently scored without synonyms.
 """
 
@@ -146,8 +146,9 @@ def signature(lang: str) -> str:
     if lang == "ko":
         wordnet = "off"
     else:
-        reader, _ = load_wordnet()
-        wordnet = f"wn-{reader.get_version()}" if reader is not None else "missing"
+        reader, source = load_wordnet()
+        origin = "nltk" if source == "nltk_data" else "system"
+        wordnet = f"wn-{reader.get_version()}-{origin}" if reader is not None else "missing"
     return f"meteor:nltk-{nltk.__version__}|tok={tok}|stem=porter|wordnet={wordnet}|a={ALPHA:g}|b={BETA:g}|g={GAMMA:g}"
 
 
