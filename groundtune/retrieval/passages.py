@@ -1,0 +1,243 @@
+"""Documents -> passages, the units that are indexed and retrieved.
+
+Two segmentations of doc2dial / MultiDoc2Dial documents, as the MultiDoc2Dial baselines build them
+(IBM/multidoc2dial, scripts/data_preprocessor.py, `split_text` and `split_text_section`):
+  * "token": the document text split on single spaces into non-overlapping windows of 100 words;
+  * "structure": one passage per section (consecutive spans sharing a section id or a heading), written
+    "parent titles // text".
+Each passage keeps its doc_id and the ids of the spans it covers, so retrieval can be scored against the
+gold grounding spans. Users' own corpora come as plain text (token windows, or paragraphs) and markdown
+(windows, or sections under their heading path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+SEGMENTATIONS = ("structure", "token")
+WINDOW_WORDS = 100  # MultiDoc2Dial's passage length for "token" segmentation
+TITLE_SEP = " // "
+
+
+@dataclass(frozen=True)
+class Passage:
+    doc_id: str
+    text: str  # what is indexed and shown to a model ("structure" passages start with their titles)
+    title: str = ""
+    span_ids: tuple[str, ...] = ()  # doc2dial spans this passage covers, in document order
+    domain: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["span_ids"] = list(self.span_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Passage":
+        return cls(d["doc_id"], d["text"], d.get("title", ""), tuple(d.get("span_ids", ())), d.get("domain", ""))
+
+
+# ----------------------------------------------------------------------------------------- doc2dial
+
+
+def _one_line(text: str) -> str:
+    # MultiDoc2Dial's text2line makes newlines and tabs spaces; runs of spaces are also collapsed here,
+    # which changes no term and reads better in a prompt.
+    return " ".join(text.split())
+
+
+def _clean_title(title: str) -> str:
+    # doc2dial titles end in "#<n>" and may contain "/", which MultiDoc2Dial replaces since it separates titles.
+    return title.replace("/", "-").rsplit("#")[0]
+
+
+def token_passages(document, words: int = WINDOW_WORDS) -> list[Passage]:
+    """Non-overlapping `words`-word windows of the document text (MultiDoc2Dial's `split_text`)."""
+    text = document.text
+    pieces = text.split(" ")
+    starts, pos = [], 0
+    for piece in pieces:
+        starts.append(pos)
+        pos += len(piece) + 1
+    spans = list(document.spans)
+    out = []
+    for w in range(0, len(pieces), words):
+        window = " ".join(pieces[w : w + words])
+        if not window.strip():
+            continue
+        begin, end = starts[w], starts[w] + len(window)
+        covered = tuple(s.id_sp for s in spans if _overlaps(text, s.start_sp, s.end_sp, begin, end))
+        out.append(Passage(document.doc_id, window.strip(), _clean_title(document.title), covered, document.domain))
+    return out
+
+
+def _overlaps(text: str, start: int, end: int, begin: int, stop: int) -> bool:
+    """Does [start, end) share a non-blank character with [begin, stop)?"""
+    lo, hi = max(start, begin), min(end, stop)
+    return lo < hi and not text[lo:hi].isspace()
+
+
+def structure_passages(document) -> list[Passage]:
+    """One passage per section, "parent titles // section text" (MultiDoc2Dial's `split_text_section`).
+
+    Consecutive spans belong to the same section while their id_sec or their heading is unchanged. The
+    titles are the section's parent titles when it has more than one, else the document title, exactly as
+    in MultiDoc2Dial (so our recall is comparable to theirs).
+    """
+    groups: list[list] = []
+    previous = None
+    for span in document.spans:
+        same = previous is not None and (span.id_sec == previous.id_sec or span.title.strip() == previous.title.strip())
+        if same:
+            groups[-1].append(span)
+        else:
+            groups.append([span])
+        previous = span
+    doc_title = _clean_title(document.title)
+    out = []
+    for group in groups:
+        last = group[-1]  # MultiDoc2Dial takes the titles from the section's last span
+        titles = [_clean_title(t) for t in last.parent_titles] if len(last.parent_titles) > 1 else [doc_title]
+        title = " / ".join(titles)
+        body = " ".join(s.text_sp for s in group)
+        out.append(Passage(document.doc_id, _one_line(title + TITLE_SEP + body), title,
+                           tuple(s.id_sp for s in group), document.domain))
+    return out
+
+
+def document_passages(documents, segmentation: str = "structure", words: int = WINDOW_WORDS) -> list[Passage]:
+    """Passages of doc2dial documents (a dict from `load_documents` or an iterable), in document order."""
+    if segmentation not in SEGMENTATIONS:
+        raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+    docs = documents.values() if isinstance(documents, dict) else documents
+    out = []
+    for doc in docs:
+        if segmentation == "token":
+            out += token_passages(doc, words)
+        else:
+            if doc.spans and not any(s.id_sec or s.title for s in doc.spans):
+                raise ValueError(
+                    f"document {doc.doc_id!r} has no section ids or headings (the reading-comprehension release "
+                    "drops them); use segmentation='token' for it"
+                )
+            out += structure_passages(doc)
+    return out
+
+
+# ------------------------------------------------------------------------------- users' own documents
+
+
+def _word_windows(text: str, words: int) -> list[str]:
+    tokens = text.split()
+    return [" ".join(tokens[i : i + words]) for i in range(0, len(tokens), words)]
+
+
+def text_passages(text: str, doc_id: str, *, title: str = "", segmentation: str = "token",
+                  words: int = WINDOW_WORDS) -> list[Passage]:
+    """Plain text: `words`-word windows ("token") or blank-line paragraphs ("structure", long ones windowed)."""
+    if segmentation == "token":
+        return [Passage(doc_id, w, title) for w in _word_windows(text, words)]
+    out = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        for w in _word_windows(paragraph, words):
+            out.append(Passage(doc_id, title + TITLE_SEP + w if title else w, title))
+    return out
+
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def markdown_sections(text: str) -> list[tuple[list[str], str]]:
+    """(heading path, body) per section; text before the first heading has an empty path. Fenced code
+    blocks are not scanned for headings, since "# comment" lines there are not headings."""
+    sections: list[tuple[list[str], list[str]]] = [([], [])]
+    path: list[tuple[int, str]] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        m = None if fenced else _HEADING.match(line)
+        if m:
+            level = len(m.group(1))
+            path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, m.group(2))]
+            sections.append(([t for _, t in path], []))
+        else:
+            sections[-1][1].append(line)
+    return [(p, "\n".join(body).strip()) for p, body in sections if "\n".join(body).strip()]
+
+
+def markdown_passages(text: str, doc_id: str, *, title: str = "", segmentation: str = "structure",
+                      words: int = WINDOW_WORDS) -> list[Passage]:
+    """Markdown: sections under their heading path ("structure"; long sections windowed) or word windows."""
+    if segmentation == "token":
+        return text_passages(text, doc_id, title=title, segmentation="token", words=words)
+    out = []
+    for headings, body in markdown_sections(text):
+        section_title = " / ".join(headings) or title
+        for w in _word_windows(body, words * 2):  # sections are kept whole up to twice a window
+            out.append(Passage(doc_id, section_title + TITLE_SEP + w if section_title else w, section_title))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ corpora
+
+TEXT_SUFFIXES = (".txt",)
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+PLAIN_SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES
+
+
+def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WORDS) -> list[Passage]:
+    """Passages from doc2dial JSON document files, .txt and .md files, or folders of them (recursive).
+
+    A plain file's doc_id is its path relative to the folder it was found in (or its name).
+    """
+    from groundtune.data.doc2dial import load_documents
+
+    if segmentation not in SEGMENTATIONS:
+        raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    doc_sources, plain = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            doc_sources.append(p)  # load_documents skips the dialogue files it finds in folders
+            plain += [(f, f.relative_to(p)) for f in sorted(p.rglob("*")) if f.suffix.lower() in PLAIN_SUFFIXES]
+        elif p.suffix.lower() == ".json":
+            doc_sources.append(p)
+        elif p.suffix.lower() in PLAIN_SUFFIXES and p.is_file():
+            plain.append((p, Path(p.name)))
+        elif not p.exists():
+            raise FileNotFoundError(f"{p}: no such file or folder")
+        else:
+            raise ValueError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), .txt or .md")
+    out = document_passages(load_documents(doc_sources), segmentation, words) if doc_sources else []
+    for f, rel in plain:
+        text = f.read_text(encoding="utf-8")
+        make = markdown_passages if f.suffix.lower() in MARKDOWN_SUFFIXES else text_passages
+        out += make(text, str(rel), title=f.stem, segmentation=segmentation, words=words)
+    if not out:
+        raise ValueError(f"no passages found in {', '.join(map(str, paths))}")
+    return out
+
+
+def write_passages(passages: Iterable[Passage], path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for p in passages:
+            f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+
+
+def read_passages(path: str | os.PathLike) -> list[Passage]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    out.append(Passage.from_dict(json.loads(line)))
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise ValueError(f"{path}: line {n} is not a passage record ({e}); rebuild the index") from e
+    return out

