@@ -51,6 +51,150 @@ def eval_(
 
 # --- retrieval commands (index, retrieve, train-reranker) ---
 
+
+def _retrieval_error(command: str, err: Exception):
+    typer.echo(f"groundtune {command}: {err}", err=True)
+    raise typer.Exit(2) from None
+
+
+@app.command()
+def index(
+    sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .txt or "
+                                         ".md files, or folders of them (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (replaced atomically if it exists)."),
+    segmentation: str = typer.Option("structure", help="structure: one passage per section, 'titles // text' "
+                                     "(markdown: per heading; text: per paragraph); token: 100-word windows."),
+    words: int = typer.Option(100, help="Words per window ('token' segmentation, and long sections)."),
+    language: str = typer.Option("auto", help="BM25 tokenizer: en (words, stemmed when PyStemmer is installed), "
+                                 "ko (Kiwi content morphemes), auto (decided per passage)."),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Also embed passages for dense and hybrid retrieval."),
+    encoder: Optional[str] = typer.Option(None, help="sentence-transformers model folder for --dense; default: "
+                                          "the shipped all-MiniLM-L6-v2."),
+):
+    """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading."""
+    import time
+
+    from groundtune.data import DataError
+    from groundtune.retrieval.index import build_index
+    from groundtune.retrieval.passages import load_passages
+
+    start = time.perf_counter()
+    try:
+        passages = load_passages(sources, segmentation, words)
+        typer.echo(f"{len(passages):,} passages from {len({p.doc_id for p in passages}):,} documents ({segmentation})")
+        build_index(passages, out, language=language, dense=dense, encoder=encoder, segmentation=segmentation)
+    except (ValueError, FileNotFoundError, ImportError, DataError) as err:
+        _retrieval_error("index", err)
+    typer.echo(f"index: {out}  ({time.perf_counter() - start:.1f}s)")
+
+
+@app.command()
+def retrieve(
+    index_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Index folder from `groundtune index`."),
+    query: Optional[str] = typer.Argument(None, help="The user's question (omit with --eval)."),
+    history: list[str] = typer.Option([], "--history", help="An earlier turn as 'role: utterance', oldest first; repeat."),
+    k: int = typer.Option(5, "-k", help="Passages to return (with --eval: recall is reported at 1, 5 and 10)."),
+    method: Optional[str] = typer.Option(None, help="bm25, dense or hybrid (reciprocal rank fusion); default: "
+                                         "hybrid when the index has dense vectors, else bm25."),
+    reranker: Optional[Path] = typer.Option(None, help="Cross-encoder folder from `groundtune train-reranker`: "
+                                            "re-scores the top 20."),
+    eval_: list[Path] = typer.Option([], "--eval", exists=True, help="Score retrieval instead: doc2dial / MultiDoc2Dial "
+                                     "dialogue files, or reading-comprehension .jsonl question files; repeatable."),
+    pipelines: Optional[str] = typer.Option(None, help="With --eval: comma-separated pipelines, e.g. "
+                                            "bm25,dense,hybrid,hybrid+rerank (default: every one the index allows)."),
+    limit: Optional[int] = typer.Option(None, help="With --eval: only the first N queries."),
+    out: Path = typer.Option(Path("retrieval-eval.json"), help="With --eval: where the JSON report goes."),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines instead of a table."),
+):
+    """Search an index for one question, or with --eval report recall@1/5/10 and MRR at passage and
+    document level for each pipeline."""
+    import json
+
+    from groundtune.data import DataError
+    from groundtune.retrieval.index import Retriever
+
+    try:
+        retriever = Retriever.load(index_dir, reranker=reranker)
+        if eval_:
+            _retrieval_eval(retriever, eval_, pipelines, limit, out)
+            return
+        if not query:
+            raise ValueError("give a QUERY, or --eval FILE to score retrieval")
+        from groundtune.retrieval.queries import build_query
+
+        hits = retriever.search(build_query(query, history), k, method=method)
+    except (ValueError, FileNotFoundError, ImportError, DataError) as err:
+        _retrieval_error("retrieve", err)
+    for rank, hit in enumerate(hits, start=1):
+        p = hit.passage
+        if as_json:
+            typer.echo(json.dumps({"rank": rank, "score": hit.score, "passage": hit.index, **p.to_dict()}, ensure_ascii=False))
+        else:
+            text = p.text if len(p.text) <= 300 else p.text[:297] + "..."
+            typer.echo(f"{rank:>2}. [{hit.score:.4f}] {p.doc_id}" + (f"  spans {','.join(p.span_ids)}" if p.span_ids else ""))
+            typer.echo(f"    {text}")
+
+
+def _retrieval_eval(retriever, files, pipelines, limit, out):
+    import json
+
+    from groundtune.fileio import atomic_write
+    from groundtune.retrieval.evaluate import evaluate_retriever, format_table
+    from groundtune.retrieval.queries import load_queries
+
+    queries, report = load_queries(files)
+    typer.echo(str(report))
+    queries = queries[:limit] if limit else queries
+    if not queries:
+        raise ValueError("no query with a gold grounding to score")
+    if pipelines:
+        names = [p.strip() for p in pipelines.split(",") if p.strip()]
+    else:
+        names = ["bm25"] + (["dense", "hybrid"] if retriever.dense is not None else [])
+        if retriever.reranker is not None:
+            names.append(f"{retriever.default_method}+rerank")
+    results = evaluate_retriever(retriever, queries, names)
+    typer.echo(format_table(results))
+    payload = {"index": retriever.meta, "queries": len(queries), "dropped": report.as_dict()["dropped"], "results": results}
+    atomic_write(out, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    typer.echo(f"report: {out}")
+
+
+@app.command("train-reranker")
+def train_reranker_cmd(
+    index_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Index folder whose passages are ranked."),
+    dialogues: list[Path] = typer.Argument(..., exists=True, help="Training dialogues (doc2dial / MultiDoc2Dial JSON) "
+                                           "or reading-comprehension .jsonl question files, grounded in the index's documents."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained cross-encoder (written atomically)."),
+    negatives: int = typer.Option(3, help="BM25 hard negatives per query."),
+    epochs: int = typer.Option(1, help="Passes over the (query, passage) pairs."),
+    batch_size: int = typer.Option(16, help="Pairs per optimizer step."),
+    lr: float = typer.Option(3e-5, help="Peak learning rate (linear warm-up over 10%, then linear decay)."),
+    max_length: int = typer.Option(256, help="Tokens of query + passage given to the cross-encoder."),
+    base: Optional[str] = typer.Option(None, help="BERT-style checkpoint folder to start from; default: the shipped "
+                                       "all-MiniLM-L6-v2 encoder with a new one-logit head."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N queries."),
+    seed: int = typer.Option(0, help="Seed for shuffling and the new head."),
+):
+    """Train a cross-encoder reranker from (query, gold passage, BM25 hard negatives) built from grounded dialogues."""
+    from groundtune.data import DataError
+    from groundtune.retrieval.index import Retriever
+    from groundtune.retrieval.queries import load_queries
+    from groundtune.retrieval.rerank import mine_examples, train_reranker
+
+    try:
+        retriever = Retriever.load(index_dir)
+        queries, report = load_queries(dialogues)
+        typer.echo(str(report))
+        queries = queries[:limit] if limit else queries
+        examples, dropped = mine_examples(retriever, queries, negatives=negatives)
+        typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
+        train_reranker(examples, out, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
+                       max_length=max_length, seed=seed)
+    except (ValueError, FileNotFoundError, ImportError, DataError) as err:
+        _retrieval_error("train-reranker", err)
+    typer.echo(f"reranker: {out}")
+
 # --- chat vector commands (merge) ---
 
 # --- Korean instruction commands (classify) ---
