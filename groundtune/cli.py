@@ -197,6 +197,143 @@ def train_reranker_cmd(
 
 # --- chat vector commands (merge) ---
 
+merge_app = typer.Typer(
+    help="Chat Vector: give a continually pre-trained model chat ability without training, "
+    "θ_target + Σ w (θ_chat − θ_base), streamed over safetensors in bounded memory.",
+    no_args_is_help=True,
+)
+app.add_typer(merge_app, name="merge")
+
+_SKIP_HELP = "Glob pattern of tensors the target keeps unchanged, e.g. '*norm*'; repeat for several."
+_TOKEN_MAP_HELP = ("Target token id -> chat token id, for embedding and LM-head rows when vocabularies differ: a JSON "
+                   "file ({\"32000\": 2}) or 32000:2,32001:32002. Only mapped rows get the vector.")
+_TEMPLATE_HELP = ("Where the chat template and eos token come from: a model folder, or 'target' to keep the "
+                  "target's. Default: the first chat model (or saved vector).")
+_SHARD_HELP = "Largest output shard, e.g. 5GB or 500MB."
+_OVERWRITE_HELP = "Replace a non-empty output folder (the old one goes only once the new one is complete)."
+
+
+def _merge_report(step, *args, **kwargs):
+    """Run a merge step and print its summary; bad input ends with its explanation instead of a traceback."""
+    from groundtune.merge import MergeError
+
+    try:
+        report = step(*args, **kwargs)
+    except MergeError as err:
+        typer.echo(f"groundtune merge: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.summary())
+
+
+def _merge_recipe(config, chat, base, ratio) -> dict:
+    """Keyword arguments for merge() from --config and the vector flags (--chat replaces the config's vectors,
+    --ratio alone re-weights them)."""
+    from groundtune.merge import MergeError, Vector, load_merge_config
+
+    try:
+        recipe = load_merge_config(config) if config else {}
+        if chat:
+            if base is None:
+                raise typer.BadParameter("--chat needs --base (the model the chat model was tuned from)")
+            recipe["vectors"] = [Vector(r, chat=c, base=base) for c, r in zip(chat, _pair_ratios(chat, ratio, "--chat"))]
+        elif base is not None:
+            raise typer.BadParameter("--base goes with --chat")
+        elif ratio:
+            vectors = recipe.get("vectors") or []
+            for vector, r in zip(vectors, _pair_ratios(vectors, ratio, "config vector")):
+                vector.ratio = r
+    except MergeError as err:
+        typer.echo(f"groundtune merge: {err}", err=True)
+        raise typer.Exit(2) from None
+    return recipe
+
+
+def _pair_ratios(paths: list, ratios: list[float], what: str) -> list[float]:
+    if not ratios:
+        return [1.0] * len(paths)
+    if len(ratios) != len(paths):
+        raise typer.BadParameter(f"give one --ratio per {what} ({len(paths)} {what}s, {len(ratios)} ratios)")
+    return ratios
+
+
+@merge_app.command("chat-vector")
+def merge_chat_vector(
+    target: Optional[Path] = typer.Option(None, "--target", help="The continually pre-trained model (e.g. a Korean CP) "
+                                          "that receives the vector(s); its config and tokenizer are kept."),
+    chat: list[Path] = typer.Option([], "--chat", help="Chat / instruction-tuned model; repeat for several vectors."),
+    base: Optional[Path] = typer.Option(None, "--base", help="The base model the chat model(s) were tuned from."),
+    ratio: list[float] = typer.Option([], "--ratio", help="Weight w of each chat vector, one per --chat (default 1.0)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder; written to a temporary sibling and renamed "
+                                       "into place only when complete."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="YAML recipe: target, out, base, vectors ([{chat, ratio} or {vector, "
+                                          "ratio}]), skip, token_map, template_from, max_shard_size. Flags given on "
+                                          "the command line win over it."),
+    skip: list[str] = typer.Option([], "--skip", help=_SKIP_HELP),
+    token_map: Optional[str] = typer.Option(None, "--token-map", help=_TOKEN_MAP_HELP),
+    template_from: Optional[str] = typer.Option(None, "--template-from", help=_TEMPLATE_HELP),
+    max_shard_size: Optional[str] = typer.Option(None, "--max-shard-size", help=_SHARD_HELP + " Default 5GB."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
+):
+    """Merge in one pass: out = target + Σ ratio_i (chat_i − base). Tensors stream a chunk at a time, so memory
+    stays flat whatever the model size. Embeddings and LM head stay the target's when vocabularies differ (or
+    get only --token-map rows); the chat template and eos come from the chat model."""
+    from groundtune.merge import merge
+
+    recipe = _merge_recipe(config, chat, base, ratio)
+    flags = {"target": target, "out": out, "token_map": token_map, "template_from": template_from,
+             "max_shard_size": max_shard_size}
+    recipe.update({k: v for k, v in flags.items() if v is not None})
+    if skip:
+        recipe["skip"] = skip
+    recipe["overwrite"] = overwrite or recipe.get("overwrite", False)
+    for key, flag in (("target", "--target"), ("out", "--out"), ("vectors", "--chat")):
+        if not recipe.get(key):
+            raise typer.BadParameter(f"{flag} is required (or give it in --config)")
+    _merge_report(merge, recipe.pop("target"), recipe.pop("vectors"), recipe.pop("out"), **recipe)
+
+
+@merge_app.command("extract")
+def merge_extract(
+    base: Path = typer.Option(..., "--base", help="The base model the chat model was tuned from."),
+    chat: Path = typer.Option(..., "--chat", help="The chat / instruction-tuned model."),
+    out: Path = typer.Option(..., "--out", help="Folder for the vector (vector*.safetensors, chat_vector.json and "
+                             "the chat model's tokenizer files)."),
+    skip: list[str] = typer.Option([], "--skip", help="Glob pattern of tensors to leave out of the vector; repeatable."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 (applying it equals the one-shot merge bit for "
+                              "bit), or bfloat16 / float16 for half the size."),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help=_SHARD_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
+):
+    """Save the chat vector θ_chat − θ_base, to add to one or more targets later with `groundtune merge apply`."""
+    from groundtune.merge import extract_vector
+
+    _merge_report(extract_vector, base, chat, out, skip=skip, dtype=dtype, max_shard_size=max_shard_size,
+                  overwrite=overwrite)
+
+
+@merge_app.command("apply")
+def merge_apply(
+    target: Path = typer.Option(..., "--target", help="The model that receives the vector(s)."),
+    vector: list[Path] = typer.Option(..., "--vector", help="A folder written by `groundtune merge extract`; "
+                                      "repeat for several."),
+    ratio: list[float] = typer.Option([], "--ratio", help="Weight of each vector, one per --vector (default 1.0)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (renamed into place only when complete)."),
+    skip: list[str] = typer.Option([], "--skip", help=_SKIP_HELP),
+    token_map: Optional[str] = typer.Option(None, "--token-map", help=_TOKEN_MAP_HELP),
+    template_from: Optional[str] = typer.Option(None, "--template-from", help=_TEMPLATE_HELP),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help=_SHARD_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
+):
+    """Add saved vectors to a target: out = target + Σ ratio_i vector_i, with the same rules as chat-vector."""
+    from groundtune.merge import Vector, merge
+
+    ratios = _pair_ratios(vector, ratio, "--vector")
+    _merge_report(lambda: merge(target, [Vector(r, saved=v) for v, r in zip(vector, ratios)], out, skip=skip,
+                                token_map=token_map, template_from=template_from, max_shard_size=max_shard_size,
+                                overwrite=overwrite))
+
+
 # --- Korean instruction commands (classify) ---
 
 
