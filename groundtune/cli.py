@@ -252,7 +252,7 @@ def _pair_ratios(paths: list, ratios: list[float], what: str) -> list[float]:
     if not ratios:
         return [1.0] * len(paths)
     if len(ratios) != len(paths):
-        raise typer.BadParameter(f"give one --ratio per {what} ({len(paths)} {what}s, {len(ratios)} ratios)")
+        raise typer.BadParameter(f"give one --ratio per {what}: {len(paths)} {what}, {len(ratios)} --ratio")
     return ratios
 
 
