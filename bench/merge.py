@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import torch
@@ -113,7 +112,6 @@ seconds = time.perf_counter() - start
 """
 
 OURS = """
-import time
 from groundtune.merge import chat_vector
 base, chat, cp, out = ARGS
 start = time.perf_counter()
