@@ -33,12 +33,18 @@ class BM25Index:
         b: float = 0.75,
         show_progress: bool = True,
     ) -> "BM25Index":
-        import bm25s
-
         if not texts:
             raise ValueError("BM25Index.build: no passages to index")
         tokenizer = tokenizer or Tokenizer()
-        tokens = tokenizer(texts)
+        return cls.from_tokens(tokenizer(texts), tokenizer, k1=k1, b=b, show_progress=show_progress)
+
+    @classmethod
+    def from_tokens(
+        cls, tokens: list[list[str]], tokenizer: Tokenizer, *, k1: float = 1.5, b: float = 0.75, show_progress: bool = True
+    ) -> "BM25Index":
+        """Index passages already cut by `tokenizer` (which is kept to cut the queries)."""
+        import bm25s
+
         model = bm25s.BM25(k1=k1, b=b, method="lucene")
         model.index(tokens, show_progress=show_progress)
         return cls(model, tokenizer)

@@ -86,7 +86,7 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], ks: Sequence[i
 
 def evaluate_retriever(
     retriever, queries: Sequence[RetrievalQuery], pipelines: Sequence[str] = ("bm25",), *,
-    ks: Sequence[int] = KS, batch_size: int = 64, show_progress: bool = True,
+    ks: Sequence[int] = KS, rerank_depth: int = 20, batch_size: int = 64, show_progress: bool = True,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{pipeline: {"passage": metrics, "document": metrics}} for a `Retriever` on `queries`.
 
@@ -97,6 +97,6 @@ def evaluate_retriever(
     rankings: dict[str, list[list[int]]] = {name: [] for name in pipelines}
     for start in tqdm(range(0, len(queries), batch_size), desc="retrieve", unit="batch", disable=not show_progress):
         batch = [q.query for q in queries[start : start + batch_size]]
-        for name, ranked in retriever.rank_pipelines(batch, max(ks), pipelines).items():
+        for name, ranked in retriever.rank_pipelines(batch, max(ks), pipelines, rerank_depth=rerank_depth).items():
             rankings[name] += [[pid for pid, _ in r] for r in ranked]
     return {name: evaluate_rankings(r, queries, retriever.passages, ks) for name, r in rankings.items()}
