@@ -17,6 +17,25 @@ app = typer.Typer(
 
 # --- core commands (demo) ---
 
+
+@app.command()
+def demo(
+    steps: int = typer.Option(60, help="Optimizer steps of LLaMA-Adapter training (batch 4)."),
+    output_dir: Path = typer.Option(Path("runs/demo"), help="Where the adapter, loss curve and predictions go."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+):
+    """Train LLaMA-Adapter (L=30, K=10) on shipped doc2dial turns and print F1, METEOR, ROUGE-L and SacreBLEU
+    on held-out turns before and after. Runs offline on the embedded SmolLM2-135M-Instruct in a few CPU minutes."""
+    import shutil
+
+    from groundtune.demo import demo_config, run_demo
+
+    cfg = demo_config(str(output_dir), steps)
+    cfg.model = model
+    if (output_dir / "checkpoint").exists():
+        shutil.rmtree(output_dir / "checkpoint")  # the demo always starts afresh
+    run_demo(cfg)
+
 # --- training and evaluation commands (train, eval, sweep) ---
 
 
@@ -47,7 +66,90 @@ def eval_(
         atomic_write(out, report.to_json(per_example=True))
         typer.echo(f"report: {out}")
 
+
+def _overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r}: write overrides as key=value, e.g. lr=3e-4 or data.history_turns=1")
+        key, value = item.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Run config YAML (see examples/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in output_dir."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=3e-4 --set data.history_turns=1."),
+):
+    """Train one method on a frozen base model, then score the eval split (if any).
+
+    Writes output_dir/adapter (peft layout), checkpoint/, losses.jsonl, loss.png, predictions.jsonl, results.json.
+    For several machines run it under `accelerate launch` (see the README)."""
+    from groundtune.config import load_config
+    from groundtune.pipeline import train_and_evaluate
+
+    cfg = load_config(config, _overrides(set_))
+    summary = train_and_evaluate(cfg, resume=resume)
+    typer.echo(f"adapter: {summary['adapter']}  ({summary['trainable_params']:,} trainable parameters)")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Sweep YAML: a base config and runs with grids."),
+    output_dir: Optional[Path] = typer.Option(None, help="Default: the sweep's output_dir, else runs/<config name>."),
+):
+    """Run a grid (method x layers x length x learning rate) and write the paper's Table 2 layout as results.md
+    and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Finished runs are
+    skipped, so a stopped sweep continues."""
+    from groundtune.sweep import markdown_table, run_sweep
+
+    rows = run_sweep(config, output_dir)
+    typer.echo(markdown_table(rows))
+
 # --- prompt-family commands (glue) ---
+
+
+@app.command()
+def glue(
+    task: Optional[str] = typer.Option(None, help="mrpc, stsb or sst2."),
+    method: Optional[str] = typer.Option(
+        None, help="accept, dept, prompt_tuning, bitfit, lora, llama_adapter, or full (every weight trains)."),
+    train: Optional[Path] = typer.Option(None, help="The task's GLUE train.tsv."),
+    dev: Optional[Path] = typer.Option(None, help="The task's GLUE dev.tsv; default: a seeded share of train."),
+    model: Optional[str] = typer.Option(None, help="Sequence-classifier folder or hub id; default: the embedded "
+                                                     "all-MiniLM-L6-v2."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, one result row each (default 42)."),
+    output_dir: Optional[Path] = typer.Option(None, help="Where results.md/.csv/.jsonl and adapters go (runs/glue)."),
+    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                          help="GLUE run YAML (task, method block, data, schedule); options win over it."),
+    set_: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set lr=1e-2 --set method.length=40 "
+                                                      "--set epochs=5."),
+):
+    """Train one method on a GLUE task (encoders; the task head trains too) and report accuracy and F1 (MRPC,
+    SST-2) or Pearson and Spearman (STS-B), with the seed and the trainable-parameter count on each row."""
+    from groundtune.glue import load_glue_config, markdown_table, run
+
+    overrides = _overrides(set_)
+    for key, value in {"task": task, "train": train and str(train), "dev": dev and str(dev), "model": model,
+                       "output_dir": output_dir and str(output_dir)}.items():
+        if value is not None:
+            overrides[key] = value
+    if method is not None:
+        overrides["method.method"] = method
+    if seeds is not None:
+        try:
+            overrides["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"--seeds {seeds!r}: write whole numbers separated by commas, e.g. 1,2,3") from None
+    cfg = load_glue_config(config, overrides)
+    rows = run(cfg, log=lambda line: typer.echo(line, err=True))
+    typer.echo(markdown_table(rows))
+    typer.echo(f"written to {cfg.output_dir}/results.md, results.csv and results.jsonl", err=True)
+
 
 # --- retrieval commands (index, retrieve, train-reranker) ---
 
@@ -335,6 +437,99 @@ def merge_apply(
 
 
 # --- Korean instruction commands (classify) ---
+
+
+def _model_with_adapter(model: Optional[str], adapter: Optional[Path]):
+    from groundtune.methods.io import load_adapter
+    from groundtune.models import load_model
+
+    base, tokenizer = load_model(model)
+    return (load_adapter(base, adapter) if adapter else base), tokenizer
+
+
+@app.command()
+def classify(
+    data: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,
+                                          help="Rows to classify (TSV with header, JSONL or JSON). Default: the shipped "
+                                               "1k NSMC-derived test reviews."),
+    pool: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                        help="Labelled rows the k-shot examples are drawn from. Default: the shipped "
+                                             "139 genuine NSMC train rows."),
+    shots: int = typer.Option(1, min=0, help="Examples per prompt (0 = zero-shot), balanced over the labels."),
+    task: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                        help="Task YAML: template, labels, separator, text_field, label_field. "
+                                             "Default: NSMC sentiment with the seed prompt."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+    adapter: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                           help="Adapter folder to attach (any method), e.g. runs/x/adapter."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Classify only the first N rows."),
+    seed: int = typer.Option(0, help="Seed of the k-shot example selection."),
+    batch_size: int = typer.Option(8, min=1, help="Prompts per forward pass."),
+    max_prompt_tokens: int = typer.Option(1024, min=8, help="Longer prompts lose tokens from their left."),
+    output: Optional[Path] = typer.Option(None, help="Write the report (and every prediction) as JSON here."),
+):
+    """In-context classification, NSMC-style: each label word (긍정 / 부정) is scored by its log-likelihood after
+    the prompt (summed over its tokens) and the likelier one wins. Prints accuracy, macro-F1 and the confusion."""
+    import json
+
+    from groundtune.classify import ClassifyTask, classify as run_classify, load_labelled
+    from groundtune.data import asset_path
+    from groundtune.fileio import atomic_write
+
+    spec = ClassifyTask.from_yaml(task) if task else ClassifyTask()
+    rows, report = load_labelled(data or asset_path("nsmc/ratings_test_derived_1k.txt"), spec)
+    typer.echo(str(report), err=True)
+    examples = []
+    if shots:
+        examples, pool_report = load_labelled(pool or asset_path("nsmc/ratings_train.txt"), spec)
+        typer.echo(str(pool_report), err=True)
+    net, tokenizer = _model_with_adapter(model, adapter)
+    result = run_classify(net, tokenizer, rows[:limit], spec, shots=shots, pool=examples, seed=seed,
+                          batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
+    typer.echo(result.table())
+    if output:
+        summary = {"model": model, "adapter": str(adapter) if adapter else None, "data": str(report.source),
+                   **result.as_dict(predictions=True)}
+        atomic_write(output, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+
+
+@app.command("summarize-eval")
+def summarize_eval(
+    data: Optional[Path] = typer.Argument(None, exists=True,
+                                          help="Article/summary pairs: JSON, JSONL or a folder of JSON files. Default: "
+                                               "five shipped sci-news-sum-kr-50 articles."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+    adapter: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Adapter folder to attach."),
+    template: Optional[str] = typer.Option(None, help="Wrap the seed prompt in an instruction template (koalpaca, "
+                                                      "alpaca, chat or a YAML file), as the adapter was trained."),
+    max_document_tokens: int = typer.Option(512, min=1, help="Articles are cut at their end beyond this."),
+    max_new_tokens: int = typer.Option(128, min=1, help="Longest summary generated."),
+    batch_size: int = typer.Option(4, min=1, help="Articles per generation batch."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N pairs."),
+    output_dir: Optional[Path] = typer.Option(None, help="Write results.json and predictions.jsonl here."),
+):
+    """Summarize each article with the seed prompt '주어진 기사를 요약하세요 기사: (문서)' and score against the
+    reference with ROUGE-1, ROUGE-L, F1, SacreBLEU and METEOR on Kiwi morphemes."""
+    import json
+
+    from groundtune.config import GenerationConfig
+    from groundtune.data import asset_path
+    from groundtune.fileio import atomic_write
+    from groundtune.pipeline import write_predictions
+    from groundtune.summarize import evaluate_summaries, load_summaries
+
+    pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
+    typer.echo(str(report), err=True)
+    net, tokenizer = _model_with_adapter(model, adapter)
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    samples, predictions, scores, cut = evaluate_summaries(net, tokenizer, pairs[:limit], gen, template=template,
+                                                           max_document_tokens=max_document_tokens)
+    typer.echo(scores.table() + (f"note: {cut} articles cut to {max_document_tokens} tokens\n" if cut else ""))
+    if output_dir:
+        write_predictions(output_dir / "predictions.jsonl", samples, predictions)
+        summary = {"model": model, "adapter": str(adapter) if adapter else None, "data": report.as_dict(),
+                   "articles_cut": cut, **scores.as_dict()}
+        atomic_write(output_dir / "results.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class DataConfig:
     max_answer_tokens: int = 64
     max_prompt_tokens: int = 1024  # whole prompt (document, history, question); longer ones lose document text
     history_turns: int = 2
+    window_around_span: bool = False  # too-long document: keep a window around the grounding instead of dropping
     template: str = "koalpaca"  # alpaca format only: koalpaca | alpaca | chat | path to a YAML template
     eval_fraction: float = 0.0  # when no eval file: hold out this share of dialogues / records
     max_train_samples: int | None = None

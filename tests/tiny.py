@@ -31,3 +31,32 @@ def tiny_model(family: str, seed: int = 0, attn_implementation: str = "sdpa"):
     config.pad_token_id = 0
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     return model.eval()
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over VOCAB ids: <pad>=0, </s>=1, then w2 … w96 (whitespace-separated)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, **{f"w{i}": i for i in range(2, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>")
+
+
+def tiny_samples(n: int = 24, seed: int = 0):
+    """Synthetic grounded-style samples: the answer is the marked stretch of the prompt, always opening with
+    w4 w5 (a pattern a few adapter steps can learn)."""
+    import random
+
+    from groundtune.data import Sample
+
+    rng = random.Random(seed)
+    samples = []
+    for i in range(n):
+        words = [f"w{rng.randrange(10, VOCAB)}" for _ in range(rng.randrange(12, 30))]
+        start = rng.randrange(0, len(words) - 4)
+        answer = ["w4", "w5"] + words[start:start + rng.randrange(1, 3)]
+        prompt = " ".join(words[:start] + ["w2"] + answer + ["w3"] + words[start + len(answer):])
+        samples.append(Sample(f"s{i}", prompt, " ".join(answer)))
+    return samples

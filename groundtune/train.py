@@ -1,0 +1,204 @@
+"""Training: a frozen base, one method, AdamW with cosine warm-up, clipping, accumulation, mixed precision.
+
+The loop runs through accelerate, so the same code runs on one CPU, one GPU, DDP, DeepSpeed ZeRO-3 or FSDP
+(`accelerate launch --config_file examples/accelerate/... -m groundtune train run.yaml`).
+
+Two choices matter for speed:
+- Loss on answer tokens only, with the LM head computed only where it is needed. Batches are left-padded, so
+  every answer ends at the last position; the model is asked for the logits of the last few positions only
+  (`logits_to_keep`), which skips most of the 49k-vocabulary projection on long grounded inputs.
+- Nothing below the lowest adapted layer needs a backward pass; we never make embeddings require grad, so
+  autograd skips those layers.
+
+Checkpoints hold only the trainable parameters plus optimizer, scheduler, data position and RNG state, and are
+written atomically; `resume=True` continues bit-for-bit where a run stopped (even after SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from groundtune.config import TrainConfig, to_yaml
+from groundtune.fileio import atomic_folder, atomic_write
+from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
+from groundtune.methods.io import save_adapter
+
+CHECKPOINT = "checkpoint"
+ADAPTER = "adapter"
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Token-mean cross-entropy on supervised positions, computing logits only from the first answer onward."""
+    labels = batch["labels"]
+    supervised = labels != -100
+    T = labels.shape[1]
+    first = int(supervised.float().argmax(dim=1)[supervised.any(dim=1)].min()) if supervised.any() else T - 1
+    keep = T - first + 1  # positions first-1 .. T-1; the logit at t predicts token t+1
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch.get("position_ids"), logits_to_keep=min(keep, T), use_cache=False)
+    logits = out.logits[:, :-1].float()
+    targets = labels[:, T - logits.shape[1]:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    losses: list[dict] = field(default_factory=list)
+    model: object = None
+    trainable_params: int = 0
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    # A fresh generator per epoch: the order depends only on (seed, epoch), so a resumed run sees the same data.
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None:
+    with atomic_folder(out / CHECKPOINT) as tmp:
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in trainable_state_dict(model).items()}
+        save_file(tensors, tmp / "trainable.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+
+
+def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict:
+    folder = out / CHECKPOINT
+    saved = load_file(folder / "trainable.safetensors")
+    params = trainable_state_dict(model)
+    if set(saved) != set(params):
+        raise ValueError(f"{folder} was written for another method or model; start a new output_dir or drop --resume")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name])
+    extra = torch.load(folder / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["torch_rng"])
+    return json.loads((folder / "state.json").read_text())
+
+
+def plot_losses(losses: list[dict], path: Path, title: str = "training loss") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in losses], [r["loss"] for r in losses], lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("answer-token loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train `cfg.method` on `train_samples` (objects with .prompt and .answer). Returns the adapter folder.
+
+    `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
+    `stop_after` ends the run after that many optimizer steps, as an interruption would (for tests).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from groundtune.data.collate import Collator, encode
+
+    if not train_samples:
+        raise ValueError("no training samples: check the data paths and the drop report above")
+    out = Path(cfg.output_dir)
+    if model is None:
+        from groundtune.models import load_model
+
+        model, tokenizer = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # adapter initialisation depends on it
+    model = attach(model, config_from_dict(cfg.method))
+    # accelerate keeps one state per process; reset it (not the distributed set-up) so runs in one process,
+    # such as a sweep, can each choose their precision.
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(cfg.precision, "no"),
+                              gradient_accumulation_steps=cfg.grad_accum)
+
+    encoded = [encode(tokenizer, s, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens) for s in train_samples]
+    collate = Collator(tokenizer, padding_side="left")
+    batches_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
+    if resume and (out / CHECKPOINT).exists():
+        state = _load_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler)
+    elif not resume and (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out} already holds a checkpoint: pass --resume to continue it, or another output_dir")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "config.yaml", to_yaml(cfg))
+
+    n_trainable = count_trainable(model)
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress or not accelerator.is_main_process,
+               desc=f"train {cfg.method['method']} ({n_trainable:,} params)", unit="step")
+    model.train()
+    running, micro = 0.0, 0
+    while state["step"] < total_steps:
+        order = _epoch_order(len(encoded), cfg.seed, state["epoch"])
+        while state["batch_in_epoch"] < batches_per_epoch and state["step"] < total_steps:
+            i = state["batch_in_epoch"] * cfg.batch_size
+            batch = collate([encoded[j] for j in order[i:i + cfg.batch_size]])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = answer_loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batch_in_epoch"] += 1
+            running += loss.item()
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            state["losses"].append({"step": state["step"], "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / micro:.3f}")
+            running, micro = 0.0, 0
+            if state["step"] % cfg.save_every == 0 or state["step"] == total_steps:
+                if accelerator.is_main_process:
+                    _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
+            if stop_after is not None and state["step"] >= stop_after:
+                bar.close()
+                return TrainResult(out / ADAPTER, state["losses"], accelerator.unwrap_model(model), n_trainable)
+        if state["batch_in_epoch"] >= batches_per_epoch:
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    if accelerator.is_main_process:
+        save_adapter(model, out / ADAPTER)
+        atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in state["losses"]))
+        plot_losses(state["losses"], out / "loss.png", f"{cfg.method['method']} · {Path(cfg.output_dir).name}")
+    return TrainResult(out / ADAPTER, state["losses"], model, n_trainable)
