@@ -41,23 +41,48 @@ def demo(
 
 @app.command("eval")
 def eval_(
-    predictions: Path = typer.Option(..., "--predictions", exists=True, dir_okay=False,
+    predictions: Optional[Path] = typer.Option(None, "--predictions", exists=True, dir_okay=False,
                                      help="JSONL with one record per line: prediction (string), reference (a string or a list of "
                                      "strings; the best one counts) and an optional id."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                          help="Instead of --predictions: a run config YAML; generate for its eval split "
+                                          "first (with --adapter attached, or the bare base model)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False,
+                                           help="Adapter folder to attach before generating (with --config)."),
     lang: str = typer.Option("auto", "--lang", help="en: the MultiDoc2Dial official scoring; ko: Kiwi morphemes "
                              "(ko-mecab for SacreBLEU); auto: ko when the references are mostly Hangul."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset of F1,SacreBLEU,METEOR,ROUGE-L,ROUGE-1 (default: all)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the report (scores, signatures, per-example scores) as JSON."),
 ):
     """Score predictions: F1, SacreBLEU, METEOR, ROUGE-L and ROUGE-1, each x100, with the signature of each
-    metric's settings."""
+    metric's settings. Either score a predictions file, or generate them from a config's eval split first."""
     from groundtune.fileio import atomic_write
-    from groundtune.metrics import read_predictions, score
+    from groundtune.metrics import read_predictions, score, write_predictions
 
+    if (predictions is None) == (config is None):
+        typer.echo("groundtune eval: give either --predictions FILE or --config RUN.yaml", err=True)
+        raise typer.Exit(2)
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     try:
-        records = read_predictions(predictions)
-        report = score(records.predictions, records.references, lang=lang, metrics=chosen, ids=records.ids)
+        if config is not None:
+            from groundtune.config import load_config
+            from groundtune.generate import generate
+            from groundtune.pipeline import load_samples
+
+            cfg = load_config(config)
+            model, tokenizer = _model_with_adapter(cfg.model, adapter)
+            _, samples = load_samples(cfg.data, tokenizer)
+            if not samples:
+                raise ValueError(f"{config}: no eval samples (set data.eval or data.eval_fraction)")
+            preds = generate(model, tokenizer, [s.prompt for s in samples], cfg.generation,
+                             max_prompt_tokens=cfg.data.max_prompt_tokens)
+            refs, ids = [s.answer for s in samples], [s.id for s in samples]
+            written = write_predictions(Path(cfg.output_dir) / "eval_predictions.jsonl", preds, refs, ids)
+            typer.echo(f"predictions: {written}")
+        else:
+            records = read_predictions(predictions)
+            preds, refs, ids = records.predictions, records.references, records.ids
+        report = score(preds, refs, lang=lang, metrics=chosen, ids=ids)
     except ValueError as err:
         typer.echo(f"groundtune eval: {err}", err=True)
         raise typer.Exit(2) from None

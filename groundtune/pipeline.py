@@ -66,15 +66,10 @@ def evaluate(model, tokenizer, samples, gen: GenerationConfig | None = None, *, 
     return predictions, report
 
 
-def write_predictions(path: Path, samples, predictions) -> None:
-    lines = [json.dumps({"id": s.id, "prediction": p, "reference": s.answer}, ensure_ascii=False)
-             for s, p in zip(samples, predictions)]
-    atomic_write(path, "\n".join(lines) + "\n")
-
-
 def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, model=None,
                        tokenizer=None) -> dict:
     """Train, then score on the eval samples; writes predictions.jsonl and results.json into cfg.output_dir."""
+    from groundtune.metrics import write_predictions
     from groundtune.models import load_model
     from groundtune.train import train
 
@@ -89,7 +84,8 @@ def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, progress: bool
     if eval_samples:
         predictions, report = evaluate(result.model, tokenizer, eval_samples, cfg.generation,
                                        max_prompt_tokens=cfg.data.max_prompt_tokens, progress=progress)
-        write_predictions(out / "predictions.jsonl", eval_samples, predictions)
+        write_predictions(out / "predictions.jsonl", predictions, [s.answer for s in eval_samples],
+                          [s.id for s in eval_samples])
         summary.update(scores=report.scores, signatures=report.signatures)
         if progress:
             print(report.table())
