@@ -1,0 +1,368 @@
+"""In-context classification: zero/one/few-shot, the answer chosen by the log-likelihood of each label word.
+
+The seed study scores NSMC sentiment one-shot with
+
+    문장의 긍정, 부정을 분류하세요. (문장) 정답: (감정)
+
+k examples are written in that template with their answers, then the query without its answer; the label word
+(긍정 / 부정) the model finds most likely after "정답:" wins. A label word that is several tokens scores the SUM of
+its token log-probabilities (a total, not a mean: the question is which text the model would write).
+
+Label tokens are those of the whole text (prompt + label) after the tokens it shares with the prompt, so a BPE
+merge across the boundary cannot invent a token split the model never sees. The LM head runs where labels are
+predicted only: one forward over the left-padded prompts keeps the last position's logits (the first label token)
+and its KV cache; one more forward over all label continuations at once, on the cache repeated per label, scores
+the remaining label tokens. Prompts and label continuations go through the model exactly as in generation (2D
+masks, text positions, a cache), so every method (LLaMA-Adapter, LoRA, the prompt family) classifies unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from groundtune.data import DataError
+from groundtune.data.grounded import DropReport
+
+NSMC_TEMPLATE = "문장의 긍정, 부정을 분류하세요. {text} 정답: {label}"
+
+
+@dataclass
+class ClassifyTask:
+    """How to ask. template: one example with {text} and, at its very end, {label}; labels: the value in the data
+    file -> the label word the model should write (in order: index 0, 1, ...); separator: between examples."""
+
+    template: str = NSMC_TEMPLATE
+    labels: dict[str, str] = field(default_factory=lambda: {"0": "부정", "1": "긍정"})
+    separator: str = "\n"
+    text_field: str = "document"
+    label_field: str = "label"
+    name: str = "nsmc"
+
+    def __post_init__(self):
+        self.labels = {str(k): str(v) for k, v in dict(self.labels).items()}
+        if not self.template.endswith("{label}") or "{text}" not in self.template:
+            raise ValueError(f"task {self.name!r}: the template must contain {{text}} and end with {{label}} (the "
+                             f"answer is scored as the template's continuation), got {self.template!r}")
+        try:
+            self.template.format(text="", label="")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"task {self.name!r}: the template has a placeholder other than {{text}}/{{label}} "
+                             f"({err}); write a literal brace as {{{{ or }}}}") from None
+        words = list(self.labels.values())
+        if len(words) < 2 or len(set(words)) != len(words) or not all(w.strip() for w in words):
+            raise ValueError(f"task {self.name!r}: labels need at least two distinct, non-empty words, got {self.labels}")
+
+    @property
+    def label_words(self) -> list[str]:
+        return list(self.labels.values())
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ClassifyTask":
+        import yaml
+
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"task file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(values, dict) or set(values) - known:
+            extra = sorted(set(values) - known) if isinstance(values, dict) else "not a mapping"
+            raise ValueError(f"{path}: unknown key(s) {extra}; a task has {sorted(known)}")
+        try:
+            return cls(**{"name": path.stem, **values})
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def head(self) -> tuple[str, str]:
+        """(prompt head, whitespace before the label): "… 정답: {label}" -> ("… 정답:", " ")."""
+        head = self.template[: -len("{label}")]
+        stripped = head.rstrip()
+        return stripped, head[len(stripped):]
+
+    def prompt(self, text: str, shots: Sequence["LabelledText"] = ()) -> str:
+        """The k examples with their answers, then `text` up to (not including) the space before its answer."""
+        examples = [self.template.format(text=s.text, label=self.label_words[s.label]) for s in shots]
+        head, _ = self.head()
+        return "".join(e + self.separator for e in examples) + head.format(text=text)
+
+    def continuations(self) -> list[str]:
+        """What follows a prompt for each label, with the same spacing as in the examples: [" 부정", " 긍정"]."""
+        _, space = self.head()
+        return [space + word for word in self.label_words]
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    id: str
+    text: str
+    label: int  # index into the task's labels
+
+
+def load_labelled(path: str | Path, task: ClassifyTask | None = None) -> tuple[list[LabelledText], DropReport]:
+    """Rows of a TSV with a header (NSMC: id, document, label), a JSONL file or a JSON list of objects.
+
+    Rows with an empty text or a missing label are dropped and counted; a label value the task does not know is an
+    error (it means the task's `labels` do not fit the file)."""
+    task = task or ClassifyTask()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    report = DropReport(str(path))
+    index = {value: i for i, value in enumerate(task.labels)}
+    index.update({word: i for i, word in enumerate(task.label_words)})  # files that hold the words themselves
+    rows: list[LabelledText] = []
+    for where, record in _records(path, task):
+        text = record.get(task.text_field)
+        label = record.get(task.label_field)
+        if text is None or not str(text).strip():
+            report.drop("empty_text", where)
+            continue
+        if label is None or str(label).strip() == "":
+            report.drop("missing_label", where)
+            continue
+        label = str(label).strip()
+        if label not in index:
+            raise DataError(f"{where}: label {label!r} is not one of the task's labels {list(task.labels)}; set "
+                            "`labels` in the task YAML to map this file's values to label words")
+        rows.append(LabelledText(str(record.get("id", where)), str(text).strip(), index[label]))
+        report.keep()
+    return rows, report
+
+
+def _records(path: Path, task: ClassifyTask):
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix in (".jsonl", ".json"):
+        if text.lstrip().startswith("["):
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+            yield from ((f"{path}:{i}", r if isinstance(r, dict) else {}) for i, r in enumerate(records))
+            return
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}, line {line_no}: not valid JSON ({err.msg}); one object per line") from None
+            yield f"{path}:{line_no}", record if isinstance(record, dict) else {}
+        return
+    # NSMC-style TSV. QUOTE_NONE: reviews contain stray quotes that csv would otherwise treat as field quoting.
+    reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader, None)
+    if not header or task.text_field not in header or task.label_field not in header:
+        raise DataError(f"{path}: the first line must be a tab-separated header naming the text column "
+                        f"{task.text_field!r} and the label column {task.label_field!r}, got {header}; set "
+                        "text_field / label_field in the task YAML")
+    for line_no, cells in enumerate(reader, 2):
+        if len(cells) != len(header):
+            cells = cells[: len(header)] + [""] * (len(header) - len(cells))  # counted as empty text / missing label
+        yield f"{path}:{line_no}", dict(zip(header, cells))
+
+
+def select_shots(queries: Sequence[LabelledText], pool: Sequence[LabelledText], k: int, n_labels: int,
+                 seed: int = 0) -> list[list[LabelledText]]:
+    """k examples per query from `pool`: k // n_labels of each label, the remainder of labels drawn at random, in
+    random order; never a pool row with the query's text. Seeded per query, so a query gets the same examples
+    whatever the batch size or the subset evaluated."""
+    if k == 0:
+        return [[] for _ in queries]
+    by_label: list[list[LabelledText]] = [[] for _ in range(n_labels)]
+    for row in pool:
+        by_label[row.label].append(row)
+    texts = [{} for _ in range(n_labels)]
+    for label, rows in enumerate(by_label):
+        for row in rows:
+            texts[label][row.text] = texts[label].get(row.text, 0) + 1
+    out = []
+    for i, query in enumerate(queries):
+        rng = random.Random(f"{seed}:{i}")
+        counts = [k // n_labels] * n_labels
+        for label in rng.sample(range(n_labels), k % n_labels):
+            counts[label] += 1
+        shots: list[LabelledText] = []
+        for label, count in enumerate(counts):
+            if not count:
+                continue
+            same = texts[label].get(query.text, 0)  # rows to skip: the query itself (or a duplicate of it)
+            if len(by_label[label]) - same < count:
+                raise ValueError(f"the example pool has {len(by_label[label]) - same} usable rows of label {label}, "
+                                 f"{count} needed per query: give a larger --pool or fewer shots")
+            picked = rng.sample(by_label[label], count + same)
+            shots += [row for row in picked if row.text != query.text][:count]
+        rng.shuffle(shots)
+        out.append(shots)
+    return out
+
+
+def _split_ids(tokenizer, prompt: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """(shared context ids, ids of each continuation): the continuation tokens of prompt+continuation, after the
+    longest prefix every tokenization shares with the prompt's own."""
+    from groundtune.data.collate import encode
+    from groundtune.data.grounded import Sample
+
+    def ids(text: str) -> list[int]:  # exactly the prompt ids training and generation use
+        return encode(tokenizer, Sample("", text, ""), add_eos=False)["input_ids"]
+
+    context = ids(prompt)
+    fulls = [ids(prompt + c) for c in continuations]
+    shared = len(context)
+    for full in fulls:
+        n = 0
+        while n < min(shared, len(full)) and full[n] == context[n]:
+            n += 1
+        shared = n
+    conts = [full[shared:] for full in fulls]
+    if shared == 0 or any(not c for c in conts):
+        raise ValueError(f"cannot split {prompt[-40:]!r} + label continuations {list(continuations)} into a shared "
+                         "context and non-empty label tokens: check that the label words differ and the prompt is "
+                         "not empty")
+    return context[:shared], conts
+
+
+@torch.no_grad()
+def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 8,
+                 max_prompt_tokens: int = 1024, progress: bool = True) -> tuple[torch.Tensor, int]:
+    """Log-likelihood of each continuation after each prompt: a [len(prompts), len(continuations)] tensor of sums
+    of token log-probabilities, and how many prompts lost tokens from their left to fit `max_prompt_tokens`."""
+    from tqdm.auto import tqdm
+
+    from groundtune.data.collate import pad_token_id
+
+    n = len(continuations)
+    pad = pad_token_id(tokenizer)
+    bos = tokenizer.bos_token_id
+    encoded, truncated = [], 0
+    for prompt in prompts:
+        context, conts = _split_ids(tokenizer, prompt, continuations)
+        if len(context) > max_prompt_tokens:  # keep the end (the query); keep a leading BOS as training does
+            keep_bos = bos is not None and context[0] == bos
+            context = context[:1] + context[len(context) - max_prompt_tokens + 1:] if keep_bos \
+                else context[-max_prompt_tokens:]
+            truncated += 1
+        encoded.append((context, conts))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    scores = torch.zeros(len(prompts), n, dtype=torch.float64)
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i][0]), reverse=True)  # less padding
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="classify", unit="batch"):
+        idx = order[start:start + batch_size]
+        B, width = len(idx), max(len(encoded[i][0]) for i in idx)
+        ids = torch.full((B, width), pad, dtype=torch.long)
+        mask = torch.zeros((B, width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            context = encoded[i][0]
+            ids[row, width - len(context):] = torch.tensor(context)
+            mask[row, width - len(context):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                    use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # predicts each label's first token
+        for row, i in enumerate(idx):
+            for j, cont in enumerate(encoded[i][1]):
+                scores[i, j] += first[row, cont[0]].item()
+        rest = max(len(c) for i in idx for c in encoded[i][1]) - 1
+        if rest == 0:
+            continue
+        # Every label's remaining tokens at once: the prompt's cache repeated per label, continuations right-padded.
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        cont_ids = torch.full((B * n, rest), pad, dtype=torch.long)
+        cont_mask = torch.zeros((B * n, rest), dtype=torch.long)
+        targets = torch.full((B * n, rest), -1, dtype=torch.long)
+        for row, i in enumerate(idx):
+            for j, cont in enumerate(encoded[i][1]):
+                r, m = row * n + j, len(cont) - 1
+                if m:
+                    cont_ids[r, :m] = torch.tensor(cont[:-1])
+                    targets[r, :m] = torch.tensor(cont[1:])
+                cont_mask[r, :m] = 1
+        # A right pad still needs one visible key; it sees the prompt (its own column is masked).
+        full_mask = torch.cat([mask.repeat_interleave(n, dim=0), cont_mask], dim=1)
+        cont_positions = mask.sum(-1).repeat_interleave(n)[:, None] + torch.arange(rest)[None, :]
+        out = model(input_ids=cont_ids.to(device), attention_mask=full_mask.to(device),
+                    position_ids=cont_positions.to(device), past_key_values=cache, use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
+        valid = targets >= 0
+        picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        sums = (picked * valid).sum(-1).view(B, n).double()
+        scores[torch.tensor(idx)] += sums
+    model.train(was_training)
+    return scores, truncated
+
+
+@dataclass
+class ClassifyResult:
+    task: str
+    shots: int
+    seed: int
+    n: int
+    accuracy: float
+    macro_f1: float
+    labels: list[str]
+    confusion: list[list[int]]  # rows: gold label, columns: predicted label
+    predicted_counts: dict[str, int]
+    truncated: int = 0
+    predictions: list[dict] = field(default_factory=list, repr=False)
+
+    def as_dict(self, predictions: bool = False) -> dict:
+        out = asdict(self)
+        if not predictions:
+            out.pop("predictions")
+        return out
+
+    def table(self) -> str:
+        width = max(map(len, self.labels)) + 2
+        lines = [f"{self.task}: {self.shots}-shot on {self.n} rows (seed {self.seed})",
+                 f"accuracy {100 * self.accuracy:.2f}   macro-F1 {100 * self.macro_f1:.2f}",
+                 "confusion (rows gold, columns predicted):",
+                 " " * width + "".join(f"{w:>{width}}" for w in self.labels)]
+        lines += [f"{w:>{width}}" + "".join(f"{c:>{width}}" for c in row) for w, row in zip(self.labels, self.confusion)]
+        if self.truncated:
+            lines.append(f"note: {self.truncated} prompts lost tokens from their left to fit max_prompt_tokens")
+        return "\n".join(lines) + "\n"
+
+
+def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTask | None = None, *, shots: int = 0,
+             pool: Sequence[LabelledText] | None = None, seed: int = 0, batch_size: int = 8,
+             max_prompt_tokens: int = 1024, progress: bool = True) -> ClassifyResult:
+    """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    task = task or ClassifyTask()
+    if not queries:
+        raise ValueError("no rows to classify: check the data file and the drop report")
+    if shots > 0 and not pool:
+        raise ValueError(f"{shots}-shot classification needs a pool of labelled examples (--pool)")
+    words = task.label_words
+    examples = select_shots(queries, pool or [], shots, len(words), seed)
+    prompts = [task.prompt(q.text, ex) for q, ex in zip(queries, examples)]
+    scores, truncated = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=batch_size,
+                                     max_prompt_tokens=max_prompt_tokens, progress=progress)
+    predicted = scores.argmax(-1).tolist()
+    gold = [q.label for q in queries]
+    labels = list(range(len(words)))
+    return ClassifyResult(
+        task=task.name, shots=shots, seed=seed, n=len(queries),
+        accuracy=sum(p == g for p, g in zip(predicted, gold)) / len(gold),
+        macro_f1=float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+        labels=words,
+        confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
+        predicted_counts={w: predicted.count(i) for i, w in enumerate(words)},
+        truncated=truncated,
+        predictions=[{"id": q.id, "label": words[q.label], "predicted": words[p],
+                      "scores": dict(zip(words, s)), "shots": [e.id for e in ex]}
+                     for q, p, s, ex in zip(queries, predicted, scores.tolist(), examples)],
+    )

@@ -1,0 +1,195 @@
+"""In-context classification: prompts, label tokens, batched scores against one-at-a-time scores, shots, metrics."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import groundtune
+from groundtune.classify import (ClassifyTask, LabelledText, _split_ids, classify, load_labelled, score_labels,
+                                 select_shots)
+from groundtune.data import DataError, asset_path
+from tiny_korean import polyglot_tokenizer, tiny_for
+
+NSMC_TEST = asset_path("nsmc/ratings_test_derived_1k.txt")
+NSMC_TRAIN = asset_path("nsmc/ratings_train.txt")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return polyglot_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def nsmc():
+    rows, _ = load_labelled(NSMC_TEST)
+    pool, _ = load_labelled(NSMC_TRAIN)
+    return rows, pool
+
+
+def reference_scores(model, tokenizer, prompts, continuations):
+    """log P(prompt + continuation) - log P(shared prefix), one unpadded sequence at a time."""
+    out = torch.zeros(len(prompts), len(continuations), dtype=torch.float64)
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            context, conts = _split_ids(tokenizer, prompt, continuations)
+            for j, cont in enumerate(conts):
+                ids = torch.tensor([context + cont])
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+                out[i, j] = sum(logp[len(context) - 1 + k, tok].item() for k, tok in enumerate(cont))
+    return out
+
+
+def test_seed_prompt_layout():
+    task = ClassifyTask()
+    shot = LabelledText("a", "최고의 영화", 1)
+    assert task.prompt("지루했다", [shot]) == ("문장의 긍정, 부정을 분류하세요. 최고의 영화 정답: 긍정\n"
+                                             "문장의 긍정, 부정을 분류하세요. 지루했다 정답:")
+    assert task.prompt("지루했다") == "문장의 긍정, 부정을 분류하세요. 지루했다 정답:"
+    assert task.continuations() == [" 부정", " 긍정"]  # same spacing as "정답: 긍정" in the examples
+
+
+def test_multi_token_labels_are_the_label_tokens_after_the_prompt(tokenizer):
+    prompt = ClassifyTask().prompt("재밌어요")
+    context, conts = _split_ids(tokenizer, prompt, [" 부정", " 긍정"])
+    assert context == tokenizer(prompt)["input_ids"]
+    assert [tokenizer.decode(c) for c in conts] == [" 부정", " 긍정"]
+    assert len(conts[1]) > 1 and len(conts[0]) != len(conts[1])  # several tokens, and unequal: the sum matters
+
+
+def test_a_merge_across_the_boundary_moves_the_shared_prefix_back(tokenizer):
+    # "정" + "을" is one token of this BPE ("정을"), so the prompt's last token is not a prefix of "…정을".
+    prompt, continuations = "분류 부정", ["을", "이"]
+    assert tokenizer("정을", add_special_tokens=False)["input_ids"] != \
+        tokenizer("정", add_special_tokens=False)["input_ids"] + tokenizer("을", add_special_tokens=False)["input_ids"]
+    context, conts = _split_ids(tokenizer, prompt, continuations)
+    full = tokenizer(prompt + "을")["input_ids"]
+    assert context == full[:len(context)] and len(context) < len(tokenizer(prompt)["input_ids"])
+    assert context + conts[0] == full and context + conts[1] == tokenizer(prompt + "이")["input_ids"]
+
+
+@pytest.mark.parametrize("family,method", [("gpt_neox", None), ("gpt_neox", "llama_adapter"), ("llama", "lora"),
+                                           ("llama", "prompt_tuning"), ("gpt2", None)])
+def test_batched_scores_equal_one_sequence_at_a_time(tokenizer, nsmc, family, method):
+    model = tiny_for(family, tokenizer)
+    if method == "llama_adapter":
+        model = groundtune.attach(model, groundtune.LlamaAdapterConfig(layers=2, length=3))
+    elif method == "lora":
+        model = groundtune.attach(model, groundtune.LoraConfig(r=4))
+    elif method == "prompt_tuning":
+        model = groundtune.attach(model, groundtune.PromptTuningConfig(length=4, init="random"))
+    with torch.no_grad():  # zero-initialised gates / LoRA B would make the method a no-op
+        for name, p in model.named_parameters():
+            if p.requires_grad and not p.any():
+                p.normal_(0, 0.5)
+    rows, pool = nsmc
+    task = ClassifyTask()
+    queries = rows[:7]
+    prompts = [task.prompt(q.text, s) for q, s in zip(queries, select_shots(queries, pool, 1, 2, seed=3))]
+    batched, truncated = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=3, progress=False)
+    assert truncated == 0
+    torch.testing.assert_close(batched, reference_scores(model, tokenizer, prompts, task.continuations()),
+                               atol=2e-4, rtol=0)
+
+
+def test_long_prompts_are_cut_on_the_left(tokenizer):
+    model = tiny_for("gpt_neox", tokenizer)
+    task = ClassifyTask()
+    prompts = [task.prompt("아주 " * 80 + "재밌어요"), task.prompt("별로")]
+    scores, truncated = score_labels(model, tokenizer, prompts, task.continuations(), max_prompt_tokens=40,
+                                     progress=False)
+    assert truncated == 1 and torch.isfinite(scores).all()
+    short, _ = score_labels(model, tokenizer, prompts[1:], task.continuations(), max_prompt_tokens=40, progress=False)
+    torch.testing.assert_close(scores[1:], short)
+
+
+def test_shots_are_balanced_seeded_and_never_the_query(nsmc):
+    rows, pool = nsmc
+    queries = rows[:40]
+    pool = list(pool) + queries[:10]  # the pool holds some queries: they must not be their own example
+    picked = select_shots(queries, pool, 4, 2, seed=1)
+    for query, shots in zip(queries, picked):
+        assert len(shots) == 4 and Counter(s.label for s in shots) == {0: 2, 1: 2}
+        assert query.text not in {s.text for s in shots}
+    assert picked == select_shots(queries, pool, 4, 2, seed=1)
+    assert picked != select_shots(queries, pool, 4, 2, seed=2)
+    assert select_shots(queries[:5], pool, 4, 2, seed=1) == picked[:5]  # per-query seeding: subsets agree
+    one = select_shots(queries, pool, 1, 2, seed=1)
+    assert {len(s) for s in one} == {1} and {s[0].label for s in one} == {0, 1}
+    with pytest.raises(ValueError, match="pool has"):
+        select_shots(queries, pool[:3], 4, 2)
+
+
+def test_nsmc_fixture_and_other_layouts(tmp_path):
+    rows, report = load_labelled(NSMC_TEST)
+    assert report.kept == 1000 and report.total_dropped == 0
+    assert Counter(r.label for r in rows) == {0: 500, 1: 500}
+
+    tsv = tmp_path / "reviews.txt"
+    tsv.write_text('id\tdocument\tlabel\n1\t"따옴표" 있는 리뷰\t1\n2\t\t0\n3\t최악\t0\n', encoding="utf-8")
+    rows, report = load_labelled(tsv)
+    assert [(r.id, r.text, r.label) for r in rows] == [("1", '"따옴표" 있는 리뷰', 1), ("3", "최악", 0)]
+    assert report.dropped == {"empty_text": 1}
+
+    task = ClassifyTask(labels={"neg": "부정", "pos": "긍정"}, text_field="text", label_field="y")
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"text": "좋다", "y": "pos"}\n{"text": "싫다", "y": "부정"}\n', encoding="utf-8")
+    assert [r.label for r in load_labelled(jsonl, task)[0]] == [1, 0]  # file values or the label words
+
+    jsonl.write_text('{"text": "좋다", "y": "positive"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"reviews.jsonl:1: label 'positive'.*labels"):
+        load_labelled(jsonl, task)
+    with pytest.raises(DataError, match="header"):
+        load_labelled(tsv, task)
+
+
+def test_task_yaml(tmp_path):
+    path = tmp_path / "topic.yaml"
+    path.write_text("template: '주제를 고르세요. {text} 답: {label}'\nlabels: {0: 경제, 1: 과학, 2: 스포츠}\n",
+                    encoding="utf-8")
+    task = ClassifyTask.from_yaml(path)
+    assert task.name == "topic" and task.label_words == ["경제", "과학", "스포츠"]
+    assert task.continuations() == [" 경제", " 과학", " 스포츠"]
+    path.write_text("template: '{text} 답: {label} 끝'\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="end with {label}"):
+        ClassifyTask.from_yaml(path)
+    path.write_text("template: '{text} {label}'\nlabel: x\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown key"):
+        ClassifyTask.from_yaml(path)
+
+
+def test_accuracy_and_macro_f1_of_a_model_that_always_says_positive(tokenizer, nsmc):
+    model = tiny_for("gpt_neox", tokenizer)
+    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
+    bias = torch.zeros(len(tokenizer))
+    bias[positive] = 50.0  # every token of 긍정 becomes near-certain
+    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    rows, pool = nsmc
+    queries = rows[:12]
+    result = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=5, progress=False)
+    gold = Counter(q.label for q in queries)
+    assert result.predicted_counts == {"부정": 0, "긍정": 12}
+    assert result.accuracy == pytest.approx(gold[1] / 12)
+    f1_positive = 2 * gold[1] / (gold[1] + 12)  # precision gold[1]/12, recall 1
+    assert result.macro_f1 == pytest.approx(f1_positive / 2)  # the negative class scores 0
+    assert result.confusion == [[0, gold[0]], [0, gold[1]]]
+    assert len(result.predictions) == 12 and all(len(p["shots"]) == 1 for p in result.predictions)
+
+
+def test_cli_with_an_adapter_folder(tmp_path, tokenizer):
+    model = tiny_for("gpt_neox", tokenizer)
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    adapted = groundtune.attach(model, groundtune.LlamaAdapterConfig(layers=2, length=3))
+    groundtune.save_adapter(adapted, tmp_path / "adapter")
+    from groundtune.cli import app
+
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["classify", "--model", str(tmp_path / "base"), "--adapter",
+                                      str(tmp_path / "adapter"), "--limit", "6", "--shots", "2", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 6 and report["shots"] == 2 and 0 <= report["accuracy"] <= 1
+    assert len(report["predictions"]) == 6 and "accuracy" in result.output
