@@ -540,7 +540,7 @@ def summarize_eval(
     from groundtune.config import GenerationConfig
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
-    from groundtune.pipeline import write_predictions
+    from groundtune.metrics import write_predictions
     from groundtune.summarize import evaluate_summaries, load_summaries
 
     pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
@@ -551,7 +551,8 @@ def summarize_eval(
                                                            max_document_tokens=max_document_tokens)
     typer.echo(scores.table() + (f"note: {cut} articles cut to {max_document_tokens} tokens\n" if cut else ""))
     if output_dir:
-        write_predictions(output_dir / "predictions.jsonl", samples, predictions)
+        write_predictions(output_dir / "predictions.jsonl", predictions, [s.answer for s in samples],
+                          [s.id for s in samples])
         summary = {"model": model, "adapter": str(adapter) if adapter else None, "data": report.as_dict(),
                    "articles_cut": cut, **scores.as_dict()}
         atomic_write(output_dir / "results.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
