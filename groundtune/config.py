@@ -86,22 +86,30 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     return _build(TrainConfig, values, where)
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a TrainConfig from YAML; `overrides` (dotted keys) win over the file."""
+def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None, error: type[Exception] = ValueError) -> dict:
+    """A YAML mapping from `path`, with dotted-key `overrides` (e.g. {"data.history_turns": 1}) applied on top.
+    Errors name the file; `error` is the exception type the caller's users expect."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} does not exist") from None
+        raise error(f"config file {path} does not exist") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise error(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise error(f"{path}: expected a mapping of settings, found {type(values).__name__}")
     for key, value in (overrides or {}).items():
         target = values
         *parents, last = key.split(".")
         for p in parents:
             target = target.setdefault(p, {})
         target[last] = value
-    return from_dict(values, str(path))
+    return values
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a TrainConfig from YAML; `overrides` (dotted keys) win over the file."""
+    return from_dict(read_yaml(path, overrides), str(path))
 
 
 def to_yaml(config) -> str:

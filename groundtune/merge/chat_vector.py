@@ -571,17 +571,9 @@ _CONFIG_KEYS = {"target", "out", "base", "vectors", "skip", "token_map", "templa
 def load_merge_config(path: str | os.PathLike) -> dict:
     """Read a YAML merge recipe into keyword arguments for `merge`. Paths are as written (relative to the
     working directory). Each entry of `vectors` is {chat, ratio[, base]} or {vector, ratio}."""
-    import yaml
+    from groundtune.config import read_yaml
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise MergeError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as err:
-        raise MergeError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise MergeError(f"{path}: expected a mapping with target, out and vectors")
+    data = read_yaml(path, error=MergeError)
     unknown = sorted(set(data) - _CONFIG_KEYS)
     if unknown:
         raise MergeError(f"{path}: unknown key(s) {unknown}; known keys: {sorted(_CONFIG_KEYS)}")
