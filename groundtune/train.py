@@ -189,13 +189,16 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
                     _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
             if stop_after is not None and state["step"] >= stop_after:
                 bar.close()
-                return TrainResult(out / ADAPTER, state["losses"], accelerator.unwrap_model(model), n_trainable)
+                return TrainResult(out / ADAPTER, state["losses"],
+                                   accelerator.unwrap_model(model, keep_fp32_wrapper=False), n_trainable)
         if state["batch_in_epoch"] >= batches_per_epoch:
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
     bar.close()
 
-    model = accelerator.unwrap_model(model)
+    # keep_fp32_wrapper=False: take back the autocast wrapper accelerate put on forward(), so the caller's model
+    # runs in its own precision again.
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     if accelerator.is_main_process:
         save_adapter(model, out / ADAPTER)

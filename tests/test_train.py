@@ -47,10 +47,13 @@ def test_training_lowers_the_loss_and_writes_a_peft_layout_adapter(tmp_path):
     assert last < first - 0.15
     assert {p.name for p in result.adapter_dir.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
-    # only the adapter trained; the base is untouched
+    # only the adapter trained; the base is untouched, and runs in its own precision again (no autocast left on)
     reference = tiny_model("llama")
-    for name, p in gt.detach(result.model).named_parameters():
+    base = gt.detach(result.model)
+    for name, p in base.named_parameters():
         assert torch.equal(p, dict(reference.named_parameters())[name])
+    x = torch.randint(2, 90, (2, 7))
+    assert torch.equal(base(x).logits, reference(x).logits)
 
 
 def test_lr_schedule_warms_up_then_decays(tmp_path):
