@@ -187,7 +187,7 @@ def bench_recall(args) -> dict:
         print(f"[recall] BM25 + dense index built in {index_s:.0f}s", flush=True)
         start = time.perf_counter()
         examples, dropped = mine_examples(retriever, train, negatives=args.negatives, show_progress=False)
-        # A short CPU run: a higher peak rate than the CLI's default and 128-token pairs.
+        # A short CPU run: 128-token pairs.
         reranker_dir = train_reranker(examples, Path(tmp) / "reranker", epochs=args.epochs, lr=args.lr,
                                       max_length=args.max_length, show_progress=not args.quiet)
         train_s = time.perf_counter() - start
@@ -218,9 +218,9 @@ def main():
     parser.add_argument("--rank-bm25-queries", type=int, default=20, help="of those, how many rank_bm25 is timed on")
     parser.add_argument("--rerank-train", type=int, default=300, help="at most this many questions train the reranker")
     parser.add_argument("--eval-queries", type=int, default=300, help="at most this many held-out questions are scored")
-    parser.add_argument("--negatives", type=int, default=2, help="BM25 hard negatives per training question")
+    parser.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per training question")
     parser.add_argument("--epochs", type=int, default=1, help="reranker training epochs")
-    parser.add_argument("--lr", type=float, default=5e-5, help="reranker peak learning rate")
+    parser.add_argument("--lr", type=float, default=1e-4, help="reranker peak learning rate")
     parser.add_argument("--max-length", type=int, default=128, help="reranker tokens per (query, passage) pair")
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid candidates the reranker re-scores")
     parser.add_argument("--out", type=Path, default=None, help="also write the full report as JSON here")

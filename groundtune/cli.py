@@ -295,8 +295,8 @@ def train_reranker_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained cross-encoder (written atomically)."),
     negatives: int = typer.Option(3, help="BM25 hard negatives per query."),
     epochs: int = typer.Option(1, help="Passes over the (query, passage) pairs."),
-    batch_size: int = typer.Option(16, help="Pairs per optimizer step."),
-    lr: float = typer.Option(3e-5, help="Peak learning rate (linear warm-up over 10%, then linear decay)."),
+    batch_size: int = typer.Option(4, help="Questions per optimizer step (each with its positive and negatives)."),
+    lr: float = typer.Option(1e-4, help="Peak learning rate (linear warm-up over 10%, then linear decay)."),
     max_length: int = typer.Option(256, help="Tokens of query + passage given to the cross-encoder."),
     base: Optional[str] = typer.Option(None, help="BERT-style checkpoint folder to start from; default: the shipped "
                                        "all-MiniLM-L6-v2 encoder with a new one-logit head."),

@@ -104,7 +104,7 @@ def test_token_passages_are_100_word_windows_with_their_spans(documents):
     doc = documents[DMV]
     passages = token_passages(doc)
     assert len(passages) == -(-len(doc.text.split(" ")) // 100)  # ceil(pieces / 100): none is blank here
-    assert all(len(p.text.split(" ")) == 100 for p in passages[:-1])
+    assert all(len(p.text.split()) <= 100 for p in passages) and len(passages[0].text.split()) > 90
     assert " ".join(p.text for p in passages).split() == doc.text.split()  # nothing lost, no overlap
     for p in passages:
         for id_sp in p.span_ids:
@@ -210,10 +210,11 @@ def test_index_folder_dense_hybrid_and_reranker(tmp_path, documents, tiny_encode
     examples, dropped = mine_examples(retriever, queries, negatives=2, show_progress=False)
     assert len(examples) + sum(dropped.values()) == len(queries)
     assert all(e.positive not in e.negatives and len(e.negatives) == 2 for e in examples)
-    out = train_reranker(examples[:6], tmp_path / "reranker", base=tiny_encoder, batch_size=6, max_length=64,
+    out = train_reranker(examples[:6], tmp_path / "reranker", base=tiny_encoder, batch_size=3, max_length=64,
                          show_progress=False)
     info = json.loads((out / "groundtune_reranker.json").read_text())
-    assert info["pairs"] == 6 * 3
+    assert info["pairs"] == 6 * 3 and info["steps"] == 2
+    assert info["first_loss"] == pytest.approx(np.log(3), abs=0.05)  # a fresh head scores all three alike
     reranked = Retriever.load(folder, reranker=out)
     assert isinstance(reranked.reranker, Reranker)
     top = reranked.rank([query], 5, method="bm25", rerank_depth=4)[0]

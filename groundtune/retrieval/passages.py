@@ -72,7 +72,8 @@ def token_passages(document, words: int = WINDOW_WORDS) -> list[Passage]:
             continue
         begin, end = starts[w], starts[w] + len(window)
         covered = tuple(s.id_sp for s in spans if _overlaps(text, s.start_sp, s.end_sp, begin, end))
-        out.append(Passage(document.doc_id, window.strip(), _clean_title(document.title), covered, document.domain))
+        # One line, as MultiDoc2Dial writes its passages (text2line): the terms are unchanged.
+        out.append(Passage(document.doc_id, _one_line(window), _clean_title(document.title), covered, document.domain))
     return out
 
 

