@@ -219,3 +219,11 @@ def test_cli_glue(tmp_path, tiny_encoder):
     assert result.exit_code == 0, result.output
     assert "| sst2 | prompt_tuning | 3 |" in result.output
     assert (tmp_path / "out" / "results.md").is_file()
+
+
+def test_regression_head_starts_at_the_mean_score(tiny_encoder):
+    from groundtune.glue import load_classifier, start_at_mean
+
+    model, _ = load_classifier(tiny_encoder, 1)
+    start_at_mean(model, [1.0, 2.0, 4.5])
+    assert model.classifier.bias.item() == pytest.approx(2.5)

@@ -150,6 +150,22 @@ def test_generate_with_cache_equals_a_greedy_loop_without(family, method):
     assert torch.equal(out, seq)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_beam_search_scores_match_a_plain_forward(family):
+    model = gt.attach(tiny_model(family), PROMPT_CONFIGS["accept"])
+    _randomise(model)
+    model.generation_config.eos_token_id = None
+    ids, mask = _left_padded()
+    new = 5
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, num_beams=3, do_sample=False,
+                         pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    seq, width = out.sequences, ids.shape[1]
+    full_mask = torch.cat([mask, torch.ones(len(ids), new, dtype=mask.dtype)], 1)
+    logprobs = model(input_ids=seq, attention_mask=full_mask).logits.log_softmax(-1)
+    total = sum(logprobs[:, width + i - 1].gather(1, seq[:, width + i, None])[:, 0] for i in range(new))
+    torch.testing.assert_close(out.sequences_scores * new, total, atol=1e-4, rtol=1e-5)
+
+
 def test_the_prompt_changes_the_output_and_detach_restores_the_base():
     x, _ = _left_padded()
     base = tiny_model("qwen2")
@@ -330,3 +346,25 @@ def test_bitfit_on_a_model_without_biases_says_so(family):
     base = tiny_model(family)
     with pytest.raises(ValueError, match="has no bias terms"):
         gt.attach(base, gt.BitFitConfig())
+
+
+# ---- with the decoder trainer's loss ----
+
+def test_the_trainers_answer_loss_trains_the_prompt():
+    from groundtune.train import answer_loss
+
+    torch.manual_seed(0)
+    model = gt.attach(tiny_model("llama"), gt.AcceptConfig(length=4, subspaces=4, codewords=3, max_length=8,
+                                                          update_lr=1e-2))
+    ids, mask = _left_padded()
+    labels = torch.full_like(ids, -100)
+    labels[:, -3:] = ids[:, -3:]  # answer tokens at the end, as the trainer's left-padded batches have them
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+             "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+    optimizer = torch.optim.AdamW(optimizer_groups(model, 3e-2))
+    first = answer_loss(model, batch).item()
+    for _ in range(15):
+        answer_loss(model, batch).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert answer_loss(model, batch).item() < first - 0.5

@@ -288,7 +288,7 @@ def _text_positions(kwargs, batch: int, length: int, past: int, device) -> torch
     if kwargs.get("position_ids") is not None:
         return kwargs["position_ids"].to(device).expand(batch, -1)
     mask = kwargs.get("attention_mask")
-    if mask is not None and mask.dim() == 2:
+    if mask is not None:
         return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:].to(device)
     return torch.arange(past, past + length, device=device).expand(batch, -1)
 
@@ -301,7 +301,9 @@ def _decoder_inputs(model, transform, kwargs, embeds):
     prefill = past == 0
     text_past = past - m if not prefill else 0  # the cache holds the prompt too
     mask = kwargs.get("attention_mask")
-    if mask is not None and mask.dim() == 2 and mask.shape[1] != text_past + T:
+    if mask is not None and mask.dim() != 2:
+        raise ValueError(f"prompt methods need a 2-D attention mask [batch, tokens], got {mask.dim()}-D")
+    if mask is not None and mask.shape[1] != text_past + T:
         raise ValueError(
             f"attention_mask has {mask.shape[1]} columns, expected {text_past + T} (the text so far): give masks "
             "for the text only; the prompt's positions are added by the prompt method"
@@ -309,11 +311,11 @@ def _decoder_inputs(model, transform, kwargs, embeds):
     positions = _text_positions(kwargs, B, T, text_past, embeds.device)
     added = transform.added(positions)
     if added is not None:
-        if mask is not None and mask.dim() == 2:
+        if mask is not None:
             added = added * mask[:, -T:, None].to(added.dtype)  # padding stays exactly as it was
         embeds = embeds + added.to(embeds.dtype)
     if m:
-        if mask is not None and mask.dim() == 2:
+        if mask is not None:
             kwargs["attention_mask"] = torch.cat([mask.new_ones(B, m), mask], dim=1)
         if prefill:
             embeds = torch.cat([prompt.to(embeds.dtype).expand(B, -1, -1), embeds], dim=1)
