@@ -36,7 +36,8 @@ NSMC_TEMPLATE = "문장의 긍정, 부정을 분류하세요. {text} 정답: {la
 @dataclass
 class ClassifyTask:
     """How to ask. template: one example with {text} and, at its very end, {label}; labels: the value in the data
-    file -> the label word the model should write (in order: index 0, 1, ...); separator: between examples."""
+    file -> the label word the model should write (in order: index 0, 1, ...), or a list of words for files
+    labelled 0, 1, ...; separator: between examples."""
 
     template: str = NSMC_TEMPLATE
     labels: dict[str, str] = field(default_factory=lambda: {"0": "부정", "1": "긍정"})
@@ -46,7 +47,11 @@ class ClassifyTask:
     name: str = "nsmc"
 
     def __post_init__(self):
-        self.labels = {str(k): str(v) for k, v in dict(self.labels).items()}
+        if isinstance(self.labels, (list, tuple)):  # [부정, 긍정]: the file holds 0, 1, ... (or the words)
+            self.labels = dict(enumerate(self.labels))
+        if not isinstance(self.labels, dict):
+            raise ValueError(f"task {self.name!r}: labels must map file values to label words, got {self.labels!r}")
+        self.labels = {str(k): str(v) for k, v in self.labels.items()}
         if not self.template.endswith("{label}") or "{text}" not in self.template:
             raise ValueError(f"task {self.name!r}: the template must contain {{text}} and end with {{label}} (the "
                              f"answer is scored as the template's continuation), got {self.template!r}")

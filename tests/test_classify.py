@@ -152,6 +152,8 @@ def test_task_yaml(tmp_path):
     task = ClassifyTask.from_yaml(path)
     assert task.name == "topic" and task.label_words == ["경제", "과학", "스포츠"]
     assert task.continuations() == [" 경제", " 과학", " 스포츠"]
+    path.write_text("template: '{text} 답: {label}'\nlabels: [싫다, 좋다]\n", encoding="utf-8")
+    assert ClassifyTask.from_yaml(path).labels == {"0": "싫다", "1": "좋다"}
     path.write_text("template: '{text} 답: {label} 끝'\n", encoding="utf-8")
     with pytest.raises(ValueError, match="end with {label}"):
         ClassifyTask.from_yaml(path)
