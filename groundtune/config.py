@@ -86,10 +86,21 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     return _build(TrainConfig, values, where)
 
 
-def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None, error: type[Exception] = ValueError) -> dict:
-    """A YAML mapping from `path`, with dotted-key `overrides` (e.g. {"data.history_turns": 1}) applied on top.
-    Errors name the file; `error` is the exception type the caller's users expect."""
-    path = Path(path)
+def read_yaml(path: str | Path | None, overrides: dict[str, Any] | None = None,
+              error: type[Exception] = ValueError) -> dict:
+    """A YAML mapping from `path` (none: empty), with dotted-key `overrides` (e.g. {"data.history_turns": 1})
+    applied on top. Errors name the file; `error` is the exception type the caller's users expect."""
+    values = {} if path is None else _read_mapping(Path(path), error)
+    for key, value in (overrides or {}).items():
+        target = values
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[last] = value
+    return values
+
+
+def _read_mapping(path: Path, error: type[Exception]) -> dict:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -98,12 +109,6 @@ def read_yaml(path: str | Path, overrides: dict[str, Any] | None = None, error: 
         raise error(f"{path}: not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise error(f"{path}: expected a mapping of settings, found {type(values).__name__}")
-    for key, value in (overrides or {}).items():
-        target = values
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target.setdefault(p, {})
-        target[last] = value
     return values
 
 

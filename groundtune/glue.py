@@ -431,25 +431,9 @@ def write_results(rows: list[dict], out: Path) -> None:
 
 def load_glue_config(path: str | Path | None = None, overrides: dict | None = None) -> GlueConfig:
     """A GlueConfig from YAML (optional) with dotted-key overrides, e.g. {"method.length": 40}."""
-    import yaml
+    from groundtune.config import _build, read_yaml
 
-    from groundtune.config import _build
-
-    values = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
-    for key, value in (overrides or {}).items():
-        target = values
-        *parents, last = key.split(".")
-        for p in parents:
-            target = target.setdefault(p, {})
-        target[last] = value
+    values = read_yaml(path, overrides)
     cfg = _build(GlueConfig, values, str(path or "glue options"))
     get_task(cfg.task)
     if "method" not in cfg.method:
