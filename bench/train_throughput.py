@@ -77,7 +77,7 @@ def worker(kind: str, steps: int, warmup: int, batch: int, precision: str) -> di
                                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
         args = TrainingArguments(output_dir=f"/tmp/hf-bench-{os.getpid()}", per_device_train_batch_size=batch,
                                  max_steps=warmup + steps, learning_rate=3e-4, lr_scheduler_type="cosine",
-                                 warmup_ratio=0.1, max_grad_norm=1.0, bf16=bf16, use_cpu=True, report_to=[],
+                                 warmup_steps=0.1, max_grad_norm=1.0, bf16=bf16, use_cpu=True, report_to=[],
                                  save_strategy="no", logging_strategy="no", dataloader_num_workers=0,
                                  disable_tqdm=True, seed=0, train_sampling_strategy="sequential")
         data = [dict(e) for e in encoded]
