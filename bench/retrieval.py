@@ -221,7 +221,7 @@ def main():
     parser.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per training question")
     parser.add_argument("--epochs", type=int, default=1, help="reranker training epochs")
     parser.add_argument("--lr", type=float, default=1e-4, help="reranker peak learning rate")
-    parser.add_argument("--max-length", type=int, default=128, help="reranker tokens per (query, passage) pair")
+    parser.add_argument("--max-length", type=int, default=256, help="reranker tokens per (query, passage) pair")
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid candidates the reranker re-scores")
     parser.add_argument("--out", type=Path, default=None, help="also write the full report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -298,6 +298,8 @@ def train_reranker_cmd(
     batch_size: int = typer.Option(4, help="Questions per optimizer step (each with its positive and negatives)."),
     lr: float = typer.Option(1e-4, help="Peak learning rate (linear warm-up over 10%, then linear decay)."),
     max_length: int = typer.Option(256, help="Tokens of query + passage given to the cross-encoder."),
+    max_query_tokens: int = typer.Option(64, help="The query keeps its first N tokens (question, newest turns); "
+                                         "the passage gets the rest of max-length."),
     base: Optional[str] = typer.Option(None, help="BERT-style checkpoint folder to start from; default: the shipped "
                                        "all-MiniLM-L6-v2 encoder with a new one-logit head."),
     limit: Optional[int] = typer.Option(None, help="Only the first N queries."),
@@ -317,7 +319,7 @@ def train_reranker_cmd(
         examples, dropped = mine_examples(retriever, queries, negatives=negatives)
         typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
         train_reranker(examples, out, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
-                       max_length=max_length, seed=seed)
+                       max_length=max_length, max_query_tokens=max_query_tokens, seed=seed)
     except (ValueError, FileNotFoundError, ImportError, DataError) as err:
         _retrieval_error("train-reranker", err)
     typer.echo(f"reranker: {out}")

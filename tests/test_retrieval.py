@@ -221,6 +221,17 @@ def test_index_folder_dense_hybrid_and_reranker(tmp_path, documents, tiny_encode
     scores = reranked.reranker.score([(query, passages[i].text) for i, _ in top[:4]])
     assert [s for _, s in top[:4]] == pytest.approx(sorted(scores, reverse=True))
     assert {i for i, _ in top[:4]} == {i for i, _ in retriever.rank([query], 4, method="bm25")[0]}
+    # a long history is clipped from the query's end, so the passage keeps its share of the window
+    from groundtune.retrieval.rerank import clip_query
+
+    assert info["max_query_tokens"] == reranked.reranker.max_query_tokens == 64
+    long_query = build_query("can I renew online?", ["user: my licence expired last year and I moved"] * 12)
+    clipped = clip_query(reranked.reranker.model.tokenizer, long_query, 64)
+    assert len(reranked.reranker.model.tokenizer(clipped, add_special_tokens=False).input_ids) <= 64 < len(
+        reranked.reranker.model.tokenizer(long_query, add_special_tokens=False).input_ids)
+    top = reranked.rank([long_query], 5, method="bm25", rerank_depth=4)[0]
+    assert [s for _, s in top[:4]] == pytest.approx(
+        sorted(reranked.reranker.score([(clipped, passages[i].text) for i, _ in top[:4]]), reverse=True))
     with pytest.raises(ValueError, match="reranker"):
         retriever.rank([query], 5, method="bm25", rerank=True)
 

@@ -22,14 +22,25 @@ from groundtune.retrieval.passages import Passage
 from groundtune.retrieval.queries import RetrievalQuery
 
 TRAINING_FILE = "groundtune_reranker.json"
+# A MultiDoc2Dial query (question + history, newest first) often fills the whole cross-encoder window on its
+# own, and pair truncation then cuts the passage in half. The query keeps its head (the question and the
+# newest turns); the passage gets the rest of the window.
+MAX_QUERY_TOKENS = 64
+
+
+def clip_query(tokenizer, query: str, max_tokens: int) -> str:
+    """The first `max_tokens` tokens of `query`, as text."""
+    ids = tokenizer(query, add_special_tokens=False, truncation=False)["input_ids"]
+    return query if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
 class Reranker:
     """Re-score retrieved passages with a cross-encoder, which reads query and passage together."""
 
-    def __init__(self, model, batch_size: int = 32):
+    def __init__(self, model, batch_size: int = 32, max_query_tokens: int = MAX_QUERY_TOKENS):
         self.model = model
         self.batch_size = batch_size
+        self.max_query_tokens = max_query_tokens
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
@@ -39,7 +50,9 @@ class Reranker:
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder} is not a cross-encoder folder (no config.json); train one with `groundtune train-reranker`")
-        return cls(CrossEncoder(str(folder), device=device, local_files_only=True), batch_size)
+        info = folder / TRAINING_FILE  # scored the way it was trained
+        max_query = json.loads(info.read_text()).get("max_query_tokens", MAX_QUERY_TOKENS) if info.is_file() else MAX_QUERY_TOKENS
+        return cls(CrossEncoder(str(folder), device=device, local_files_only=True), batch_size, max_query)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:
@@ -50,6 +63,8 @@ class Reranker:
         self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
     ) -> list[list[tuple[int, float]]]:
         """Re-order the top `depth` of each ranking by cross-encoder score (the rest keep their order after)."""
+        tokenizer = self.model.tokenizer
+        queries = [clip_query(tokenizer, q, self.max_query_tokens) for q in queries]
         pairs = [(q, passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
         scores = iter(self.score(pairs))  # one predict call for all queries: batches stay full
         out = []
@@ -99,14 +114,15 @@ def mine_examples(
     return examples, dropped
 
 
-def _listwise_loss(model, batch: Sequence[RerankerExample]):
+def _listwise_loss(model, batch: Sequence[RerankerExample], max_query_tokens: int = MAX_QUERY_TOKENS):
     """Cross-entropy of the positive against its hard negatives (softmax over each question's list), the
     loss DPR and MultiDoc2Dial's retrievers train with; it learns ranking directly, where binary
     cross-entropy first spends its steps on the share of positives."""
     import torch
     from sentence_transformers.util import batch_to_device
 
-    pairs = [(e.query, text) for e in batch for text in (e.positive, *e.negatives)]
+    pairs = [(clip_query(model.tokenizer, e.query, max_query_tokens), text)
+             for e in batch for text in (e.positive, *e.negatives)]
     features = batch_to_device(model.preprocess(pairs), model.device)
     scores = model(features)["scores"].view(-1)
     groups = torch.split(scores, [1 + len(e.negatives) for e in batch])
@@ -123,6 +139,7 @@ def train_reranker(
     lr: float = 1e-4,
     warmup: float = 0.1,
     max_length: int = 256,
+    max_query_tokens: int = MAX_QUERY_TOKENS,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Path:
@@ -154,7 +171,7 @@ def train_reranker(
         for _ in range(epochs):
             rng.shuffle(examples)
             for start in range(0, len(examples), batch_size):
-                loss = _listwise_loss(model, examples[start : start + batch_size])
+                loss = _listwise_loss(model, examples[start : start + batch_size], max_query_tokens)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -174,6 +191,7 @@ def train_reranker(
         "batch_size": batch_size,
         "lr": lr,
         "max_length": max_length,
+        "max_query_tokens": max_query_tokens,
         "seed": seed,
         "first_loss": sum(losses[:10]) / len(losses[:10]),
         "last_loss": sum(losses[-10:]) / len(losses[-10:]),
