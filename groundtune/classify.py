@@ -29,6 +29,7 @@ import torch
 
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport
+from groundtune.fileio import jsonl_lines
 
 NSMC_TEMPLATE = "문장의 긍정, 부정을 분류하세요. {text} 정답: {label}"
 
@@ -154,13 +155,8 @@ def _records(path: Path, task: ClassifyTask):
                 raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
             yield from ((f"{path}:{i}", r if isinstance(r, dict) else {}) for i, r in enumerate(records))
             return
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({err.msg}); one object per line") from None
+        for line_no, record in jsonl_lines(text.splitlines(), path, f"{{{task.text_field}, {task.label_field}}}",
+                                           DataError):
             yield f"{path}:{line_no}", record if isinstance(record, dict) else {}
         return
     # NSMC-style TSV. QUOTE_NONE: reviews contain stray quotes that csv would otherwise treat as field quoting.

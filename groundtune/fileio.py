@@ -41,3 +41,18 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def jsonl_lines(lines, path: str | os.PathLike, shape: str, error: type[Exception] = ValueError):
+    """(line number, parsed value) for each non-blank line of a JSON Lines file; a line that is not JSON raises
+    `error` naming the file, the line and `shape`, the object each line should hold."""
+    import json
+
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); each line must be "
+                        f"one {shape} object") from None

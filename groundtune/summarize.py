@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport, Sample
+from groundtune.fileio import jsonl_lines
 
 SUMMARIZE_PROMPT = "주어진 기사를 요약하세요 기사: {document}"
 
@@ -77,13 +78,8 @@ def _pair(record: dict, where: str, report: DropReport) -> SummaryPair | None:
 def _records(path: Path):
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix == ".jsonl" or not text.lstrip().startswith(("[", "{")) or _is_jsonl(text):
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    yield f"{path}:{line_no}", json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}, line {line_no}: not valid JSON ({err.msg}); a .jsonl file holds one "
-                                    "{document, summary} object per line") from None
+        for line_no, record in jsonl_lines(text.splitlines(), path, "{document, summary}", DataError):
+            yield f"{path}:{line_no}", record
         return
     try:
         data = json.loads(text)

@@ -227,7 +227,7 @@ def test_predictions_file_round_trip_and_errors(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     for content, message in [
-        ('{"prediction": "a", "reference": "a"}\n{oops\n', "bad.jsonl line 2: not valid JSON"),
+        ('{"prediction": "a", "reference": "a"}\n{oops\n', "bad.jsonl, line 2: not valid JSON"),
         ('{"prediction": null, "reference": "a"}\n', "line 1: 'prediction' must be a string"),
         ('{"prediction": "a"}\n', "line 1: 'reference' must be a string or a non-empty list"),
         ('{"id": 1, "prediction": "a", "reference": "a"}\n{"id": 1, "prediction": "b", "reference": "b"}\n',

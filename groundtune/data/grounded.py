@@ -12,7 +12,6 @@ document around the grounding instead.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from groundtune.data import DataError
 from groundtune.data.doc2dial import CONTEXT_LABEL, Dialogue, Document, Reference, Span
+from groundtune.fileio import jsonl_lines
 
 MARKERS = ("<h>", "</h>", "<I>", "</I>", "<q>", "</q>")
 
@@ -347,15 +347,9 @@ def load_jsonl_samples(path: str | Path, config: GroundedConfig | None = None,
     report = DropReport(str(path))
     samples = []
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+        for line_no, record in jsonl_lines(f, path, '{"document": …, "history": […], "question": …, "answer": …}',
+                                           DataError):
             where = f"{path}, line {line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); each line must be one "
-                                'JSON object like {"document": …, "history": […], "question": …, "answer": …}') from e
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
             missing = [k for k in _JSONL_FIELDS if k not in record]

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport, Sample
+from groundtune.fileio import jsonl_lines
 
 
 @dataclass(frozen=True)
@@ -101,15 +102,8 @@ def load_instructions(path: str | Path) -> list[Any]:
             raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); the file must be "
                             'a list of {"instruction", "input", "output"} objects') from e
         return records
-    records = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({e.msg} at column {e.colno}); each line must "
-                                'be one {"instruction", "input", "output"} object') from e
-    return records
+    return [record for _, record in jsonl_lines(text.splitlines(), path, '{"instruction", "input", "output"}',
+                                                DataError)]
 
 
 def _chat_prompt(tokenizer, instruction: str, input: str, system: str | None) -> str:

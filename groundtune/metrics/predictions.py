@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from groundtune.fileio import jsonl_lines
+
 
 @dataclass
 class Predictions:
@@ -28,14 +30,8 @@ def read_predictions(path: str | Path) -> Predictions:
         raise FileNotFoundError(f"{path}: no such predictions file")
     predictions, references, ids, seen = [], [], [], {}
     with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg}); write one JSON object per line") from None
+        for number, record in jsonl_lines(f, path, '{"prediction": …, "reference": …}'):
+            where = f"{path}, line {number}"
             if not isinstance(record, dict):
                 raise ValueError(f"{where}: expected a JSON object with 'prediction' and 'reference'")
             prediction, reference = record.get("prediction"), record.get("reference", record.get("references"))

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from groundtune.fileio import jsonl_lines
+
 SEGMENTATIONS = ("structure", "token")
 WINDOW_WORDS = 100  # MultiDoc2Dial's passage length for "token" segmentation
 TITLE_SEP = " // "
@@ -235,10 +237,9 @@ def write_passages(passages: Iterable[Passage], path: str | os.PathLike) -> None
 def read_passages(path: str | os.PathLike) -> list[Passage]:
     out = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    out.append(Passage.from_dict(json.loads(line)))
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise ValueError(f"{path}: line {n} is not a passage record ({e}); rebuild the index") from e
+        for n, record in jsonl_lines(f, path, "passage record (rebuild the index)"):
+            try:
+                out.append(Passage.from_dict(record))
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{path}: line {n} is not a passage record ({e}); rebuild the index") from e
     return out

@@ -91,22 +91,19 @@ def _rc_turns(question: str) -> list[tuple[str, str]]:
 def load_rc_queries(path) -> list[RetrievalQuery]:
     """Queries from a doc2dial reading-comprehension JSON Lines file (DialDoc 2021 shared task): rows with
     id, doc_id, question (history newest first, turns "role:utterance" joined by tabs), answer_span_ids."""
-    import json
+    from groundtune.fileio import jsonl_lines
 
     out = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+        for n, row in jsonl_lines(f, path, "{id, doc_id, question, answer_span_ids}"):
             try:
-                row = json.loads(line)
                 turns = _rc_turns(row["question"])
                 if not turns:
                     raise ValueError("empty question")
                 history = [f"{role}: {utterance}" for role, utterance in turns[:-1]]
                 out.append(RetrievalQuery(str(row["id"]), build_query(turns[-1][1], history), row["doc_id"],
                                           tuple(map(str, row.get("answer_span_ids", ())))))
-            except (json.JSONDecodeError, KeyError, ValueError) as e:
+            except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}: line {n} is not a question row ({e}); each row needs id, doc_id, question "
                                  "and answer_span_ids") from e
     return out

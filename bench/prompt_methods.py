@@ -1,0 +1,170 @@
+"""The prompt family against full fine-tuning, LoRA and BitFit on all-MiniLM-L6-v2: MRPC and STS-B on CPU.
+
+    python bench/prompt_methods.py --data-dir DATA   # DATA/MRPC/train.tsv, DATA/STS-B/train.tsv (GLUE layout)
+
+Every method trains the same seeded subset of train and is scored on the same seeded dev split of train (GLUE's
+dev sets stay untouched). Prompt tuning, DePT and ACCEPT get a matched budget of trainable parameters (the
+task head, which every method trains, is counted apart); ACCEPT's is no larger than either's. Prints a table of
+method × trainable parameters × score × CPU training time, then one JSON line with every score and count.
+
+The anchor (T5-base, the ACCEPT paper): MRPC PT 68.1, DePT 90.7, ACCEPT 93.1, LoRA 90.1; STS-B PT 89.5,
+DePT 90.8, ACCEPT 91.0. A 22M-parameter sentence encoder trained for a few CPU minutes is a much smaller
+setting: compare the methods with each other, not with those numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TASK_FOLDERS = {"mrpc": "MRPC", "stsb": "STS-B"}
+
+# hidden = 384. Prompt budget: ACCEPT 22,016 = SCPP 40·12·16 + 16·384 (13,824) + SCAP 128·2·16 + 16·384 (10,240)?
+# The counts are computed and printed, not assumed: see the table's "method params" column.
+METHODS: dict[str, tuple[dict, dict]] = {
+    # name: (method block, run settings)
+    "full": ({"method": "full"}, {"lr": 1e-4}),
+    "lora": ({"method": "lora", "r": 8, "alpha": 16}, {"lr": 1e-3}),
+    "bitfit": ({"method": "bitfit"}, {"lr": 3e-3}),
+    "prompt_tuning": ({"method": "prompt_tuning", "length": 60, "init": "vocab"}, {"lr": 3e-2}),
+    "dept": ({"method": "dept", "length": 40, "rank": 12, "max_length": 128, "update_lr": 3e-3}, {"lr": 3e-2}),
+    "accept": ({"method": "accept", "length": 40, "subspaces": 12, "codewords": 16, "scap": True,
+                "scap_subspaces": 2, "scap_codewords": 16, "max_length": 128, "update_lr": 3e-3}, {"lr": 3e-2}),
+}
+PROMPT_METHODS = ("prompt_tuning", "dept", "accept")
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    """--set accept.lr=1e-2 --set accept.method.codewords=8 -> {"accept": {"lr": 0.01, "method.codewords": 8}}."""
+    out: dict[str, dict] = {}
+    for item in items:
+        name, _, rest = item.partition(".")
+        key, eq, value = rest.partition("=")
+        if not eq or name not in METHODS:
+            sys.exit(f"--set {item!r}: write METHOD.KEY=VALUE with METHOD one of {', '.join(METHODS)}")
+        out.setdefault(name, {})[key] = yaml.safe_load(value)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=True, type=Path, help="folder with MRPC/train.tsv and STS-B/train.tsv")
+    ap.add_argument("--tasks", nargs="+", default=list(TASK_FOLDERS), choices=list(TASK_FOLDERS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--train-size", type=int, default=1000, help="seeded subset of train (after the dev split)")
+    ap.add_argument("--dev-size", type=int, default=500, help="records held out of train as the dev set")
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--head-lr", type=float, default=3e-3, help="learning rate of the task head, every method")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="METHOD.KEY=VALUE, e.g. accept.lr=1e-2")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_prompt_methods"))
+    args = ap.parse_args()
+
+    import torch
+
+    from groundtune.glue import load_glue_config, read_tsv, run_one, split_dev, write_results
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sets = parse_sets(args.sets)
+    rows = []
+    t_start = time.perf_counter()
+    for task in args.tasks:
+        path = args.data_dir / TASK_FOLDERS[task] / "train.tsv"
+        data = read_tsv(path, task)
+        print(data.report(path), flush=True)
+        train, dev = split_dev(data.examples, args.dev_size / len(data.examples), args.seed)
+        train = train[: args.train_size]  # split_dev shuffled already: a seeded subset
+        print(f"{task}: train {len(train)}, dev {len(dev)} (seeded split of train, seed {args.seed})", flush=True)
+        for name in args.methods:
+            method, settings = METHODS[name]
+            overrides = {"method": dict(method), **settings}
+            for key, value in sets.get(name, {}).items():
+                if key.startswith("method."):
+                    overrides["method"][key.removeprefix("method.")] = value
+                else:
+                    overrides[key] = value
+            cfg = load_glue_config(None, {"task": task, "epochs": args.epochs, "batch_size": args.batch_size,
+                                          "max_length": args.max_length, "head_lr": args.head_lr,
+                                          "output_dir": str(args.out), "save_adapters": False, **overrides})
+            row = run_one(cfg, train, dev, args.seed, progress=False)
+            row["method"] = name
+            row["method_params"] = row["trainable_params"] - head_params(task)
+            row["lr"] = cfg.lr
+            rows.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    write_results(rows, args.out)
+    print()
+    print(table(rows, args.tasks))
+    summary = {"model": "all-MiniLM-L6-v2", "train_size": args.train_size, "dev_size": args.dev_size,
+               "epochs": args.epochs, "threads": torch.get_num_threads(), "wall_s": round(time.perf_counter() - t_start, 1),
+               "results": {r["task"] + "/" + r["method"]: {k: round(r[k], 2) for k in score_keys(r)} | {
+                   "params": r["trainable_params"], "method_params": r["method_params"], "train_s": round(r["train_s"], 1)}
+                   for r in rows}}
+    summary["goal"] = goal(rows, args.tasks)
+    print(json.dumps(summary))
+
+
+def head_params(task: str, hidden: int = 384) -> int:
+    """The task head every method trains: a hidden × labels layer with its bias."""
+    labels = 1 if task == "stsb" else 2
+    return hidden * labels + labels
+
+
+def score_keys(row: dict) -> list[str]:
+    return [k for k in ("accuracy", "f1", "pearson", "spearman") if k in row]
+
+
+def main_score(row: dict) -> float:
+    """MRPC: mean of accuracy and F1 (GLUE's average); STS-B: mean of Pearson and Spearman."""
+    keys = score_keys(row)
+    return sum(row[k] for k in keys) / len(keys)
+
+
+def table(rows: list[dict], tasks: list[str]) -> str:
+    by = {(r["task"], r["method"]): r for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    head = ["method", "method params"]
+    for task in tasks:
+        head += [f"{task} {k}" for k in (("acc", "F1") if task != "stsb" else ("Pearson", "Spearman"))] + [f"{task} train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        first = next(by[(t, m)] for t in tasks if (t, m) in by)
+        cells = [m, f"{first['method_params']:,}"]
+        for task in tasks:
+            r = by.get((task, m))
+            if r is None:
+                cells += ["—"] * 3
+                continue
+            cells += [f"{r[k]:.1f}" for k in score_keys(r)] + [f"{r['train_s']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal(rows: list[dict], tasks: list[str]) -> dict:
+    """ACCEPT above prompt tuning and at least DePT, with no more parameters than either, per task."""
+    by = {(r["task"], r["method"]): r for r in rows}
+    out = {}
+    for task in tasks:
+        a, p, d = by.get((task, "accept")), by.get((task, "prompt_tuning")), by.get((task, "dept"))
+        if not (a and p and d):
+            continue
+        out[task] = {"accept_above_prompt_tuning": main_score(a) > main_score(p),
+                     "accept_at_least_dept": main_score(a) >= main_score(d),
+                     "accept_no_more_params": a["method_params"] <= min(p["method_params"], d["method_params"])}
+    return out
+
+
+if __name__ == "__main__":
+    main()
