@@ -30,7 +30,7 @@ MAX_QUERY_TOKENS = 64
 
 def clip_query(tokenizer, query: str, max_tokens: int) -> str:
     """The first `max_tokens` tokens of `query`, as text."""
-    ids = tokenizer(query, add_special_tokens=False, truncation=False)["input_ids"]
+    ids = tokenizer(query, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]  # no length warning
     return query if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
