@@ -1,6 +1,6 @@
 """groundtune: adapt a frozen LLM to grounded dialogue and Korean instructions, cheaply, and measure it honestly."""
 
-from importlib import import_module
+from groundtune._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -22,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'groundtune' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module, resources
+from importlib import resources
 from pathlib import Path
+
+from groundtune._lazy import lazy_getattr
 
 
 class DataError(ValueError):
@@ -54,7 +56,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "DataError", "asset_path"])
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'groundtune.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

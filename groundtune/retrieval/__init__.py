@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from importlib import import_module
+from groundtune._lazy import lazy_getattr
 
 # Public names -> module that defines them. Lazy so that importing the package never loads torch or faiss.
 _EXPORTS = {
@@ -42,7 +42,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'groundtune.retrieval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
