@@ -187,6 +187,17 @@ def _documents_in(path: Path, data) -> list[Document] | None:
     return None
 
 
+def _parsed(paths: Paths, parse, kind: str, layout: str):
+    """(path, parsed records) per file of `kind`; files of another layout in a folder are skipped, a file
+    named explicitly must have this layout."""
+    for path, explicit in _files(paths):
+        records = parse(path, _read_json(path))
+        if records is not None:
+            yield path, records
+        elif explicit:
+            raise DataError(f"{path}: not a {kind} file; expected {layout}")
+
+
 def load_documents(paths: Paths) -> dict[str, Document]:
     """Documents from one or more files or folders, by doc_id.
 
@@ -194,13 +205,8 @@ def load_documents(paths: Paths) -> dict[str, Document]:
     explicitly must be a document file. When a doc_id appears twice the first one read is kept.
     """
     documents: dict[str, Document] = {}
-    for path, explicit in _files(paths):
-        docs = _documents_in(path, _read_json(path))
-        if docs is None:
-            if explicit:
-                raise DataError(f"{path}: not a document file; expected {{\"doc_data\": {{domain: {{doc_id: doc}}}}}} "
-                                "or {doc_id: {doc_id, domain, doc_text, spans}}")
-            continue
+    for path, docs in _parsed(paths, _documents_in, "document", '{"doc_data": {domain: {doc_id: doc}}} or '
+                              "{doc_id: {doc_id, domain, doc_text, spans}}"):
         for doc in docs:
             kept = documents.setdefault(doc.doc_id, doc)
             if kept is not doc and kept.text != doc.text:
@@ -276,12 +282,7 @@ def load_dialogues(paths: Paths) -> list[Dialogue]:
     explicitly must be a dialogue file.
     """
     dialogues: list[Dialogue] = []
-    for path, explicit in _files(paths):
-        dials = _dialogues_in(path, _read_json(path))
-        if dials is None:
-            if explicit:
-                raise DataError(f"{path}: not a dialogue file; expected {{\"dial_data\": {{domain: ...}}}} "
-                                "or a list of {id, dial: [turns]}")
-            continue
+    for _, dials in _parsed(paths, _dialogues_in, "dialogue", '{"dial_data": {domain: ...}} or a list of '
+                            "{id, dial: [turns]}"):
         dialogues += dials
     return dialogues
