@@ -99,8 +99,8 @@ def plot_losses(losses: list[dict], path: Path, title: str = "training loss") ->
     ax.plot(steps, values, lw=1, alpha=0.45, label="per step")
     window = max(1, len(values) // 10)  # small batches make single steps noisy: the trend is the running mean
     if window > 1:
-        running = [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1))
-                   for i in range(len(values))]
+        chunks = (values[max(0, i - window + 1):i + 1] for i in range(len(values)))
+        running = [sum(chunk) / len(chunk) for chunk in chunks]
         ax.plot(steps, running, lw=2, label=f"mean of last {window}")
         ax.legend(frameon=False)
     ax.set_xlabel("optimizer step")

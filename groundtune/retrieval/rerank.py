@@ -11,7 +11,7 @@ import json
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -114,15 +114,14 @@ def mine_examples(
     return examples, dropped
 
 
-def _listwise_loss(model, batch: Sequence[RerankerExample], max_query_tokens: int = MAX_QUERY_TOKENS):
+def _listwise_loss(model, batch: Sequence[RerankerExample]):
     """Cross-entropy of the positive against its hard negatives (softmax over each question's list), the
     loss DPR and MultiDoc2Dial's retrievers train with; it learns ranking directly, where binary
     cross-entropy first spends its steps on the share of positives."""
     import torch
     from sentence_transformers.util import batch_to_device
 
-    pairs = [(clip_query(model.tokenizer, e.query, max_query_tokens), text)
-             for e in batch for text in (e.positive, *e.negatives)]
+    pairs = [(e.query, text) for e in batch for text in (e.positive, *e.negatives)]
     features = batch_to_device(model.preprocess(pairs), model.device)
     scores = model(features)["scores"].view(-1)
     groups = torch.split(scores, [1 + len(e.negatives) for e in batch])
@@ -161,7 +160,8 @@ def train_reranker(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
-    examples = list(examples)
+    # clipped once, as Reranker.rerank clips them at inference
+    examples = [replace(e, query=clip_query(model.tokenizer, e.query, max_query_tokens)) for e in examples]
     total = epochs * math.ceil(len(examples) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
@@ -171,7 +171,7 @@ def train_reranker(
         for _ in range(epochs):
             rng.shuffle(examples)
             for start in range(0, len(examples), batch_size):
-                loss = _listwise_loss(model, examples[start : start + batch_size], max_query_tokens)
+                loss = _listwise_loss(model, examples[start : start + batch_size])
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
