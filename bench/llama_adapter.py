@@ -5,6 +5,14 @@ the bare base model. Runs are interleaved (ours, peft, base, ours, ...) so machi
 figure is the median (decode ratios: the median of per-repeat ratios). The last line is one JSON object.
 
     python bench/llama_adapter.py [--layers 30 --length 10 --batch 4 --seq 256 --steps 5 --new-tokens 32]
+    python bench/llama_adapter.py --smoke   # seconds: a tiny random Llama, 2 layers, L=2, batch 2 x 16
+
+Without peft, its figures are null and `skipped` says why.
+
+JSON keys: layers, length, batch, seq, trainable_params, threads, train_step_s_fp32,
+train_step_ratio_vs_peft_fp32, train_step_s_bf16, train_step_ratio_vs_peft_bf16, decode_tokens_per_s,
+train_step_ratio_vs_peft, decode_speed_ratio_vs_peft, decode_overhead_vs_base, peft_decode_overhead_vs_base,
+decode_overhead_vs_base_of_medians, decode_tokens_per_s_runs, smoke, skipped
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ import time
 import torch
 
 import groundtune as gt
+from _smoke import peer, tiny_llama
 
 
-def load(kind: str, layers: int, length: int):
-    model, tok = gt.load_model()
+def load(kind: str, layers: int, length: int, smoke: bool = False):
+    model, tok = (tiny_llama(), None) if smoke else gt.load_model()
     if kind == "ours":
         model = gt.attach(model, gt.LlamaAdapterConfig(layers=layers, length=length, gate="scalar"))
     elif kind == "peft":
@@ -66,18 +75,25 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed train steps per method and precision")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--decode-repeats", type=int, default=7)
+    ap.add_argument("--smoke", action="store_true", help="seconds-long run on a tiny random Llama (same code path)")
     args = ap.parse_args()
+    if args.smoke:
+        args.layers, args.length, args.batch, args.seq = 2, 2, 2, 16
+        args.steps, args.new_tokens, args.decode_repeats = 1, 4, 3
     torch.manual_seed(0)
 
-    models = {k: load(k, args.layers, args.length)[0] for k in ("ours", "peft", "base")}
+    skipped: dict[str, str] = {}
+    kinds = ("ours", "peft", "base") if peer("peft", skipped) else ("ours", "base")
+    models = {k: load(k, args.layers, args.length, args.smoke)[0] for k in kinds}
     n_params = {k: sum(p.numel() for p in trainable(m)) for k, m in models.items() if k != "base"}
     vocab = models["base"].config.vocab_size
     batch = torch.randint(0, vocab, (args.batch, args.seq))
+    has_peft = "peft" in models
 
     result = {"layers": args.layers, "length": args.length, "batch": args.batch, "seq": args.seq,
               "trainable_params": n_params, "threads": torch.get_num_threads()}
     for precision, bf16 in (("fp32", False), ("bf16", True)):
-        times = {"ours": [], "peft": []}
+        times = {k: [] for k in kinds if k != "base"}
         for k in times:  # warm-up
             train_step_time(models[k], batch, bf16)
         for _ in range(args.steps):
@@ -85,32 +101,38 @@ def main():
                 times[k].append(train_step_time(models[k], batch, bf16))
         med = {k: statistics.median(v) for k, v in times.items()}
         result[f"train_step_s_{precision}"] = med
-        result[f"train_step_ratio_vs_peft_{precision}"] = med["ours"] / med["peft"]
-        print(f"train step {precision}: ours {med['ours']:.3f}s  peft {med['peft']:.3f}s  "
-              f"ratio {med['ours'] / med['peft']:.3f}", flush=True)
+        result[f"train_step_ratio_vs_peft_{precision}"] = med["ours"] / med["peft"] if has_peft else None
+        print(f"train step {precision}: " + "  ".join(f"{k} {v:.3f}s" for k, v in med.items())
+              + (f"  ratio {med['ours'] / med['peft']:.3f}" if has_peft else ""), flush=True)
 
     prompt = torch.randint(0, vocab, (args.batch, 64))
-    speeds = {k: [] for k in ("ours", "peft", "base")}
+    speeds = {k: [] for k in kinds}
     for k in speeds:
         decode_tokens_per_s(models[k], prompt, 4)  # warm-up
     order = list(speeds)
     for i in range(args.decode_repeats):
-        for k in order[i % 3:] + order[:i % 3]:  # rotate who goes first: drift hits every model alike
+        shift = i % len(order)
+        for k in order[shift:] + order[:shift]:  # rotate who goes first: drift hits every model alike
             speeds[k].append(decode_tokens_per_s(models[k], prompt, args.new_tokens))
     tps = {k: statistics.median(v) for k, v in speeds.items()}
     result["decode_tokens_per_s"] = tps
-    print(f"decode tokens/s: ours {tps['ours']:.1f}  peft {tps['peft']:.1f}  base {tps['base']:.1f}", flush=True)
+    print("decode tokens/s: " + "  ".join(f"{k} {v:.1f}" for k, v in tps.items()), flush=True)
 
-    def paired(a: str, b: str) -> float:
+    def paired(a: str, b: str) -> float | None:
         """Median over repeats of a's speed / b's speed in the same repeat: machine drift cancels out."""
+        if a not in speeds or b not in speeds:
+            return None
         return statistics.median(x / y for x, y in zip(speeds[a], speeds[b]))
 
-    result["train_step_ratio_vs_peft"] = max(result["train_step_ratio_vs_peft_fp32"], result["train_step_ratio_vs_peft_bf16"])
+    result["train_step_ratio_vs_peft"] = (max(result["train_step_ratio_vs_peft_fp32"], result["train_step_ratio_vs_peft_bf16"])
+                                          if has_peft else None)
     result["decode_speed_ratio_vs_peft"] = paired("ours", "peft")
     result["decode_overhead_vs_base"] = 1 / paired("ours", "base") - 1
-    result["peft_decode_overhead_vs_base"] = 1 / paired("peft", "base") - 1
+    result["peft_decode_overhead_vs_base"] = 1 / paired("peft", "base") - 1 if has_peft else None
     result["decode_overhead_vs_base_of_medians"] = tps["base"] / tps["ours"] - 1  # the unpaired view, noisier
     result["decode_tokens_per_s_runs"] = speeds
+    result["smoke"] = args.smoke
+    result["skipped"] = skipped
     print(json.dumps(result))
 
 
