@@ -7,8 +7,13 @@ SQuAD v1.1 script. The peer below is that recipe, written out with the libraries
 
     python bench/metrics_speed.py                      # synthetic English, 4,056 examples
     python bench/metrics_speed.py --data-dir DIR       # agent turns of doc2dial / MultiDoc2Dial JSON under DIR
+    python bench/metrics_speed.py --smoke              # seconds: 60 synthetic examples, same code path
 
-Last line: one JSON object.
+Last line: one JSON object. Without the official recipe's libraries (nltk, sacrebleu, rouge_score, numpy), or
+with --skip-official, the official figures are null and `skipped` says why.
+
+JSON keys: n, words_per_reference, wordnet_load_s, ours_s, ours_s_with_wordnet_load, ours, official_s,
+speedup_vs_official, abs_diff_vs_official, rougeL_bootstrap_mid_minus_mean, smoke, skipped
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import _smoke
+
+
+def PUNKT_EN() -> Path:
+    """The English Punkt model shipped in groundtune/assets (what groundtune's tokenizer reads)."""
+    from groundtune.data import asset_path
+
+    return asset_path("punkt_tab/english")
 
 
 def agent_turns(data_dir: Path) -> list[list[str]]:
@@ -54,9 +68,7 @@ def agent_turns(data_dir: Path) -> list[list[str]]:
 
 def synthetic_turns(n_dialogues: int, rng: random.Random) -> list[list[str]]:
     """Zipf-distributed sentences over the ~20k English words of the bundled Punkt model's vocabulary."""
-    import groundtune.metrics.tokenize as tok
-
-    words = [line.split("\t")[0] for line in (tok._PUNKT_EN / "ortho_context.tab").read_text().splitlines()]
+    words = [line.split("\t")[0] for line in (PUNKT_EN() / "ortho_context.tab").read_text().splitlines()]
     words = [w for w in words if w.isalpha()]
     weights = [1 / (rank + 1) for rank in range(len(words))]
     out = []
@@ -137,16 +149,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4056, help="examples (the paper's eval set: 4,056)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-official", action="store_true", help="time only groundtune")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run on 60 synthetic examples")
     args = parser.parse_args()
-
-    import nltk
+    if args.smoke:
+        args.n = 60
 
     from groundtune.metrics import score
     from groundtune.metrics.meteor import load_wordnet
-    import groundtune.metrics.tokenize as tok
+
+    skipped: dict[str, str] = {}
+    if args.skip_official:
+        skipped["official"] = "--skip-official"
+    else:
+        for module in ("nltk", "numpy", "sacrebleu", "rouge_score"):
+            _smoke.peer(module, skipped)
+        if skipped:
+            args.skip_official = True
 
     rng = random.Random(args.seed)
-    dialogues = agent_turns(args.data_dir) if args.data_dir else synthetic_turns(400, rng)
+    dialogues = agent_turns(args.data_dir) if args.data_dir else synthetic_turns(40 if args.smoke else 400, rng)
     if not dialogues:
         sys.exit(f"no agent turns found under {args.data_dir}")
     preds, refs = make_pairs(dialogues, args.n, rng)
@@ -170,11 +191,15 @@ def main() -> None:
 
     result = {"n": len(refs), "words_per_reference": round(words, 1), "wordnet_load_s": round(load_s, 2),
               "ours_s": round(ours_s, 2), "ours_s_with_wordnet_load": round(ours_s + load_s, 2),
-              "ours": {k: round(v, 4) for k, v in report.scores.items()}}
+              "ours": {k: round(v, 4) for k, v in report.scores.items()},
+              "official_s": None, "speedup_vs_official": None, "abs_diff_vs_official": None,
+              "rougeL_bootstrap_mid_minus_mean": None}
     if not args.skip_official:
+        import nltk
+
         # nltk.word_tokenize looks for punkt_tab in nltk's data folders: stage the bundled copy in one.
         staged = Path(tempfile.mkdtemp())
-        shutil.copytree(tok._PUNKT_EN, staged / "tokenizers" / "punkt_tab" / "english")
+        shutil.copytree(PUNKT_EN(), staged / "tokenizers" / "punkt_tab" / "english")
         nltk.data.path.insert(0, str(staged))
         try:
             peer = official(preds, refs, reader)
@@ -189,6 +214,7 @@ def main() -> None:
         result.update({"official_s": round(peer["total_s"], 2), "speedup_vs_official": round(peer["total_s"] / ours_s, 2),
                        "abs_diff_vs_official": diffs,
                        "rougeL_bootstrap_mid_minus_mean": round(peer["scores"]["ROUGE-L (bootstrap mid)"] - peer["scores"]["ROUGE-L"], 4)})
+    result.update({"smoke": args.smoke, "skipped": skipped})
     print(json.dumps(result))
 
 
