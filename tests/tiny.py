@@ -14,12 +14,26 @@ TINY = {
     "qwen2": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
     # head_dim 16 while hidden / heads = 12
     "gemma": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=16),
+    # per-head k_norm (and q_norm) on the keys
+    "qwen3": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=12),
+    # sliding-window and global layers (a window of 16: prompt + padding + text of the prompt tests fit in it;
+    # test_arch drives 40 tokens through it), logit softcapping, query_pre_attn_scalar
+    "gemma2": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                   head_dim=16, query_pre_attn_scalar=16, sliding_window=16),
+    # two sliding-window layers (window 16) then a global one, head_dim 16 != 48 / 4, one KV head, per-head q/k norms
+    "gemma3_text": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
+                        head_dim=16, query_pre_attn_scalar=24, sliding_window=16,
+                        layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+    # biases everywhere, layer norms
+    "starcoder2": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
     # fused per-head qkv and partial rotary (Polyglot-Ko's family)
     "gpt_neox": dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, rotary_pct=0.5),
     # fused full-width qkv (Conv1D), absolute positions
     "gpt2": dict(n_embd=48, n_layer=3, n_head=4, n_positions=128, vocab_size=VOCAB),
 }
 FAMILIES = list(TINY)
+# transformers refuses sdpa for these (Gemma2: sdpa cannot softcap the attention logits); they load with eager
+EAGER_ONLY = {"gemma2"}
 
 
 def tiny_model(family: str, seed: int = 0, attn_implementation: str = "sdpa"):
@@ -29,6 +43,8 @@ def tiny_model(family: str, seed: int = 0, attn_implementation: str = "sdpa"):
         kwargs = {**_COMMON, **kwargs}
     config = AutoConfig.for_model(family, **kwargs)
     config.pad_token_id = 0
+    if family in EAGER_ONLY:
+        attn_implementation = "eager"
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     return model.eval()
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from groundtune import __version__
-from groundtune.arch import model_shape
+from groundtune.arch import model_shape, weight_is_transposed
 from groundtune.fileio import atomic_folder
 from groundtune.methods import attach, attached_config, config_from_dict, config_to_dict, detach, trainable_state_dict
 
@@ -127,7 +127,7 @@ def _lora_shape_problems(model, weights: Path) -> list[str]:
                 problems.append(f"{name} does not exist in the model")
                 continue
             out_f, in_f = module.weight.shape
-            if type(module).__name__ == "Conv1D":  # GPT-2 stores [in, out]
+            if weight_is_transposed(model, module):  # GPT-2's Conv1D stores [in, out]
                 out_f, in_f = in_f, out_f
             if ".lora_A." in key and shape[1] != in_f:
                 problems.append(f"{name}: adapter input size {shape[1]}, model {in_f}")

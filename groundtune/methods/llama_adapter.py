@@ -24,7 +24,7 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
-from groundtune.arch import AttentionSpec, attention_layers, project_kv
+from groundtune.arch import AttentionSpec, attention_layers, family, project_kv
 
 PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
 
@@ -114,7 +114,9 @@ def _set_implementation(model, name: str) -> None:
 
 
 def attach(model, config: LlamaAdapterConfig):
-    specs = attention_layers(model)
+    # Only families that look their kernel up in AttentionInterface run the adapter term; others would ignore it.
+    family(model, "LLaMA-Adapter", attention_interface=True)
+    specs = attention_layers(model, "LLaMA-Adapter")
     if config.layers > len(specs):
         raise ValueError(
             f"{type(model).__name__} has {len(specs)} layers; LlamaAdapterConfig(layers={config.layers}) asks for "

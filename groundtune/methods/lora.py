@@ -9,16 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from groundtune.arch import attention_layers
-
-# Projection names per layout: separate q/k/v/o, GPT-NeoX's fused qkv + dense, GPT-2's fused c_attn + c_proj.
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "dense", "c_attn", "c_proj")
+from groundtune import arch
 
 
 @dataclass
 class LoraConfig:
     """r, alpha: rank and scale (the seed paper's r=1, alpha=1); target_modules: peft's option, by default
-    the query, key, value and output projections of the model's attention, whatever the family."""
+    the query, key, value and output projections of the model's attention, whatever the family (the families
+    in groundtune.arch.FAMILIES; other models need target_modules)."""
 
     method = "lora"
     r: int = 1
@@ -28,22 +26,27 @@ class LoraConfig:
 
 
 def attention_targets(model) -> str:
-    """A regex over module names matching the attention projections, e.g. `.*\\.self_attn\\.(q_proj|...)`."""
-    spec = attention_layers(model)[0]
+    """A regex over module names matching the attention projections, e.g. `.*\\.self_attn\\.(q_proj|...)`.
+
+    Raises ValueError for a family outside groundtune.arch.FAMILIES: give LoraConfig(target_modules=...) there."""
+    try:
+        spec = arch.attention_layers(model, "LoRA's default target_modules")[0]
+    except ValueError as err:
+        raise ValueError(f"{err}. Name the modules to adapt: LoraConfig(target_modules=[...])") from None
     name = next(n for n, m in model.named_modules() if m is spec.module).rsplit(".", 1)[-1]
-    projections = [p for p in _PROJECTIONS if hasattr(spec.module, p)]
-    return rf".*\.{re.escape(name)}\.({'|'.join(projections)})"
+    return rf".*\.{re.escape(name)}\.({'|'.join(spec.family.projections)})"
 
 
 def peft_config(model, config: LoraConfig):
     import peft
 
+    row = arch.lookup(model)
     return peft.LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=config.target_modules or attention_targets(model),
-        fan_in_fan_out=model.config.model_type == "gpt2",  # GPT-2's Conv1D stores weights transposed
+        fan_in_fan_out=bool(row is not None and row.conv1d),  # GPT-2's Conv1D stores weights transposed
         task_type=_task_type(model),
     )
 
