@@ -44,6 +44,8 @@ def _reference_term(module, hidden, kwargs, prompt, gate):
         q = module.q_proj(hidden).view(B, T, -1, d).transpose(1, 2)
         kp = module.k_proj(prompt).view(len(prompt), -1, d).transpose(0, 1)
         vp = module.v_proj(prompt).view(len(prompt), -1, d).transpose(0, 1)
+        if hasattr(module, "k_norm"):  # qwen3, gemma3: per-head RMSNorm of queries and keys, before RoPE
+            q, kp = module.q_norm(q), module.k_norm(kp)
     elif hasattr(module, "query_key_value"):
         d = module.head_size
         q = module.query_key_value(hidden).view(B, T, -1, 3 * d)[..., :d].transpose(1, 2)
