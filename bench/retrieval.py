@@ -12,8 +12,14 @@ scored on the other. Without it, the shipped doc2dial fixtures are used (train d
 validation dialogues -> scores).
 
     python bench/retrieval.py [--data-dir DIR] [--passages 100000]
+    python bench/retrieval.py --smoke   # seconds: 300 passages; 8 fixture questions train, 8 are scored
 
-The last line printed is one JSON object.
+The last line printed is one JSON object. Without rank_bm25 its figures are null and `skipped` says why.
+
+JSON keys: passages, queries, rank_bm25_timed_queries, tokenize_s, index_s, rank_bm25_index_s, mmap_load_s, qps,
+rank_bm25_qps, qps_ratio_vs_rank_bm25, index_time_ratio_vs_rank_bm25, same_top1_as_rank_bm25, recall_data,
+recall_queries, reranker_train_queries, reranker_train_s, recall_eval_s, recall@5_bm25, recall@5_dense,
+recall@5_hybrid, recall@5_hybrid+rerank, smoke, skipped
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import peer  # noqa: E402
 from groundtune.data import asset_path, load_dialogues, load_documents  # noqa: E402
 from groundtune.retrieval import (  # noqa: E402
     BM25Index,
@@ -87,8 +94,8 @@ def synthetic_queries(texts: list[str], n: int, seed: int = 1) -> list[str]:
     return out
 
 
-def bench_speed(n_passages: int, n_queries: int, n_rank_queries: int) -> dict:
-    from rank_bm25 import BM25Okapi
+def bench_speed(n_passages: int, n_queries: int, n_rank_queries: int, skipped: dict) -> dict:
+    rank_bm25 = peer("rank_bm25", skipped)
 
     texts = synthetic_corpus(n_passages)
     queries = synthetic_queries(texts, n_queries)
@@ -113,7 +120,26 @@ def bench_speed(n_passages: int, n_queries: int, n_rank_queries: int) -> dict:
         ours_query_s = time.perf_counter() - start
     print(f"[speed] tokenizing the passages (in both index times): {tokenize_s:.1f}s", flush=True)
     print(f"[speed] ours: index {ours_index_s:.1f}s, mmap load {load_s:.2f}s, {len(queries) / ours_query_s:,.0f} queries/s", flush=True)
+    ours_qps = len(queries) / ours_query_s
+    result = {
+        "passages": len(texts),
+        "queries": len(queries),
+        "rank_bm25_timed_queries": None,
+        "tokenize_s": round(tokenize_s, 2),
+        "index_s": round(ours_index_s, 2),
+        "rank_bm25_index_s": None,
+        "mmap_load_s": round(load_s, 3),
+        "qps": round(ours_qps, 1),
+        "rank_bm25_qps": None,
+        "qps_ratio_vs_rank_bm25": None,
+        "index_time_ratio_vs_rank_bm25": None,
+        "same_top1_as_rank_bm25": None,
+    }
+    if rank_bm25 is None:
+        print("[speed] rank_bm25 is not installed: timing ours only", flush=True)
+        return result
 
+    BM25Okapi = rank_bm25.BM25Okapi
     start = time.perf_counter()
     theirs = BM25Okapi(tokens)
     theirs_index_s = tokenize_s + time.perf_counter() - start
@@ -126,24 +152,19 @@ def bench_speed(n_passages: int, n_queries: int, n_rank_queries: int) -> dict:
         top = np.argpartition(-scores, 10)[:10]
         theirs_top.append(top[np.argsort(-scores[top])].tolist())
     theirs_query_s = time.perf_counter() - start
-    ours_qps, theirs_qps = len(queries) / ours_query_s, len(subset) / theirs_query_s
+    theirs_qps = len(subset) / theirs_query_s
     same_top1 = sum(bool(o) and o[0][0] == t[0] for o, t in zip(ours_results, theirs_top))
     print(f"[speed] rank_bm25: index {theirs_index_s:.1f}s, {theirs_qps:,.2f} queries/s (timed on {len(subset)} queries); "
           f"same top-1 on {same_top1}/{len(subset)} (bm25s uses Lucene's idf, rank_bm25 Okapi's)", flush=True)
-    return {
-        "passages": len(texts),
-        "queries": len(queries),
+    result.update({
         "rank_bm25_timed_queries": len(subset),
-        "tokenize_s": round(tokenize_s, 2),
-        "index_s": round(ours_index_s, 2),
         "rank_bm25_index_s": round(theirs_index_s, 2),
-        "mmap_load_s": round(load_s, 3),
-        "qps": round(ours_qps, 1),
         "rank_bm25_qps": round(theirs_qps, 3),
         "qps_ratio_vs_rank_bm25": round(ours_qps / theirs_qps, 1),
         "index_time_ratio_vs_rank_bm25": round(theirs_index_s / ours_index_s, 2),
         "same_top1_as_rank_bm25": f"{same_top1}/{len(subset)}",
-    }
+    })
+    return result
 
 
 # ------------------------------------------------------------------------------------------- recall
@@ -225,13 +246,21 @@ def main():
     parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid candidates the reranker re-scores")
     parser.add_argument("--out", type=Path, default=None, help="also write the full report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny corpus, a few fixture questions")
     args = parser.parse_args()
+    if args.smoke:
+        args.data_dir = None  # the shipped fixtures
+        args.passages, args.queries, args.rank_bm25_queries = 300, 20, 5
+        args.rerank_train, args.eval_queries, args.negatives, args.max_length = 8, 8, 2, 64
+        args.quiet = True
 
-    speed = bench_speed(args.passages, args.queries, args.rank_bm25_queries)
+    skipped: dict[str, str] = {}
+    speed = bench_speed(args.passages, args.queries, args.rank_bm25_queries, skipped)
     recall = bench_recall(args)
     summary = {**speed, **{k: v for k, v in recall.items() if k != "results"}}
     for name, levels in recall["results"].items():
         summary[f"recall@5_{name}"] = round(levels["passage"]["recall@5"], 4)
+    summary.update({"smoke": args.smoke, "skipped": skipped})
     if args.out:
         args.out.write_text(json.dumps({**summary, "results": recall["results"]}, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(summary, ensure_ascii=False))
