@@ -30,6 +30,7 @@ import torch
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport
 from groundtune.fileio import jsonl_lines
+from groundtune.kvcache import cache_from, cache_kwargs
 
 NSMC_TEMPLATE = "문장의 긍정, 부정을 분류하세요. {text} 정답: {label}"
 
@@ -278,7 +279,7 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
         if rest == 0:
             continue
         # Every label's remaining tokens at once: the prompt's cache repeated per label, continuations right-padded.
-        cache = out.past_key_values
+        cache = cache_from(out)
         cache.batch_repeat_interleave(n)
         cont_ids = torch.full((B * n, rest), pad, dtype=torch.long)
         cont_mask = torch.zeros((B * n, rest), dtype=torch.long)
@@ -294,7 +295,7 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
         full_mask = torch.cat([mask.repeat_interleave(n, dim=0), cont_mask], dim=1)
         cont_positions = mask.sum(-1).repeat_interleave(n)[:, None] + torch.arange(rest)[None, :]
         out = model(input_ids=cont_ids.to(device), attention_mask=full_mask.to(device),
-                    position_ids=cont_positions.to(device), past_key_values=cache, use_cache=True)
+                    position_ids=cont_positions.to(device), use_cache=True, **cache_kwargs(model, cache))
         logp = torch.log_softmax(out.logits.float(), dim=-1).cpu()
         valid = targets >= 0
         picked = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]

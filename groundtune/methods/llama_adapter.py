@@ -9,13 +9,14 @@ attention output before the output projection:
 
 Rather than re-running q/k/v projections as peft's AdaptionPrompt does, we register an attention function
 with transformers' AttentionInterface: it receives the query after RoPE, runs the model's own kernel (sdpa or
-eager) and adds the adapter term. With grad disabled (generation), k_P and gate·v_P are cached and reused
-until the parameters change, so decoding costs one small extra sdpa call per adapted layer.
+eager) and adds the adapter term. Within one decoding run with grad off, k_P and gate·v_P are computed once and
+reused, so decoding costs one small extra sdpa call per adapted layer; nothing cached outlives the run.
 """
 
 from __future__ import annotations
 
 import sys
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from groundtune.arch import AttentionSpec, attention_layers, family, project_kv
+from groundtune.kvcache import cache_from
 
 PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
 
@@ -47,23 +49,63 @@ class LlamaAdapterConfig:
             raise ValueError(f"layers and length must be >= 1 (got layers={self.layers}, length={self.length})")
 
 
+class _DecodeScope:
+    """Which decoding run, if any, the current forward pass belongs to.
+
+    Within one decoding run (a `generate()` call, or any loop that hands the same KV cache object back step after
+    step) the parameters do not change, so k_P and gate·v_P are computed once, at its first step, and reused. A
+    forward pre-hook on the model records the run's KV cache object here, and only while grad is off; a pass with
+    grad on, or without a cache, records nothing and recomputes. The adapter's copy is keyed on that object by weak
+    reference, so a new run (a new cache object) always recomputes. Unlike a key on parameter versions this also
+    sees `.data` edits, replaced Parameter objects, `load_state_dict(assign=True)`, dtype and device moves.
+    """
+
+    def __init__(self):
+        self.kv_cache = None
+
+    def enter(self, model, args, kwargs):
+        self.kv_cache = None if torch.is_grad_enabled() else cache_from(kwargs)
+
+    def leave(self, model, args, kwargs, output):
+        self.kv_cache = None
+
+
+def _install_scope(model) -> _DecodeScope:
+    scope = _DecodeScope()
+    model._groundtune_adapter_hooks = [model.register_forward_pre_hook(scope.enter, with_kwargs=True),
+                                       model.register_forward_hook(scope.leave, with_kwargs=True)]
+    return scope
+
+
+def _remove_scope(model) -> None:
+    for handle in getattr(model, "_groundtune_adapter_hooks", []):
+        handle.remove()
+    if hasattr(model, "_groundtune_adapter_hooks"):
+        del model._groundtune_adapter_hooks
+
+
 class AdaptionPrompt(nn.Module):
     """The trainable part of one layer: a prompt and a zero-initialised gate."""
 
-    def __init__(self, spec: AttentionSpec, hidden_size: int, config: LlamaAdapterConfig):
+    def __init__(self, spec: AttentionSpec, hidden_size: int, config: LlamaAdapterConfig, scope: "_DecodeScope"):
         super().__init__()
         self.spec = spec
         self.tanh_gate = config.tanh_gate
         # N(0, 1), as the reference implementation's nn.Embedding: the scale of RMS-normalised hidden states.
         self.prompt = nn.Parameter(torch.randn(config.length, hidden_size))
         self.gate = nn.Parameter(torch.zeros(spec.num_heads if config.gate == "per_head" else 1))
-        self._cache = None
+        self.scope = scope
+        self._cache = None  # (weakref to the KV cache of the decoding run, dtype, (k_P, gate·v_P))
 
     def keys_values(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """k_P and gate·v_P as [1, heads, K, head_dim]. The gate is folded into v: softmax(..)·(g v) = g (softmax(..)·v)."""
-        key = (self.prompt._version, self.gate._version, dtype, self.prompt.device)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        """k_P and gate·v_P as [1, heads, K, head_dim]. The gate is folded into v: softmax(..)·(g v) = g (softmax(..)·v).
+
+        Reused only within one decoding run (see _DecodeScope) and only while grad is off; everywhere else they
+        are recomputed, which costs K rows through one projection per layer.
+        """
+        owner = self.scope.kv_cache
+        if owner is not None and self._cache is not None and self._cache[0]() is owner and self._cache[1] == dtype:
+            return self._cache[2]
         weight = next(self.spec.module.parameters())
         k, v = project_kv(self.spec, self.prompt.to(weight.dtype))
         repeat = self.spec.num_heads // k.shape[0]  # grouped KV heads share their keys
@@ -71,8 +113,7 @@ class AdaptionPrompt(nn.Module):
         gate = torch.tanh(self.gate) if self.tanh_gate else self.gate
         v = v * gate.view(-1, 1, 1).to(v.dtype)
         kv = (k.unsqueeze(0).to(dtype), v.unsqueeze(0).to(dtype))
-        # Cache only where nothing can flow back (generation); training recomputes K tokens per layer per step.
-        self._cache = None if torch.is_grad_enabled() else (key, kv)
+        self._cache = None if owner is None else (weakref.ref(owner), dtype, kv)
         return kv
 
     def attend(self, query: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -128,8 +169,9 @@ def attach(model, config: LlamaAdapterConfig):
         raise ValueError(f"LLaMA-Adapter runs on the sdpa or eager attention kernels, not {current!r}")
     hidden = model.config.get_text_config().hidden_size
     weight = next(model.parameters())
+    scope = _install_scope(model)
     for spec in specs[-config.layers:]:
-        adapter = AdaptionPrompt(spec, hidden, config).to(weight.device)
+        adapter = AdaptionPrompt(spec, hidden, config, scope).to(weight.device)
         spec.module.adaption_prompt = adapter
     model.groundtune_base_attention = base
     _set_implementation(model, PREFIX + base)
@@ -137,6 +179,7 @@ def attach(model, config: LlamaAdapterConfig):
 
 
 def detach(model):
+    _remove_scope(model)
     for spec in attention_layers(model):
         if hasattr(spec.module, "adaption_prompt"):
             del spec.module.adaption_prompt

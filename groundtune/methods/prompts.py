@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from groundtune.kvcache import cache_from, past_length
 from groundtune.methods.bitfit import restore_in_place, task_head, train_in_place
 
 MODULE = "groundtune_prompt"  # the transform's attribute on the model: parameter names start with it
@@ -275,14 +276,6 @@ def is_bidirectional(model) -> bool:
     return not model.can_generate()
 
 
-def _past_length(cache) -> int:
-    if cache is None:
-        return 0
-    if hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    return int(cache[0][0].shape[-2])  # legacy tuple caches
-
-
 def _text_positions(kwargs, batch: int, length: int, past: int, device) -> torch.Tensor:
     """Each token's position in the text alone: the caller's position_ids, else counted over the attention mask."""
     if kwargs.get("position_ids") is not None:
@@ -297,7 +290,7 @@ def _decoder_inputs(model, transform, kwargs, embeds):
     B, T = embeds.shape[:2]
     prompt = transform.prompt_vectors()
     m = 0 if prompt is None else prompt.shape[0]
-    past = _past_length(kwargs.get("past_key_values"))
+    past = past_length(cache_from(kwargs))
     prefill = past == 0
     text_past = past - m if not prefill else 0  # the cache holds the prompt too
     mask = kwargs.get("attention_mask")
