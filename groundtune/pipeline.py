@@ -81,6 +81,9 @@ def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, progress: bool
     summary = {"config": asdict(cfg), "trainable_params": result.trainable_params, "losses": result.losses,
                "adapter": str(result.adapter_dir), "train_samples": len(train_samples),
                "eval_samples": len(eval_samples)}
+    if not result.main_process:
+        # The other processes of a multi-process run: the main one scores the eval split and writes the files.
+        return {**summary, "scores": {}, "signatures": []}
     if eval_samples:
         predictions, report = evaluate(result.model, tokenizer, eval_samples, cfg.generation,
                                        max_prompt_tokens=cfg.data.max_prompt_tokens, progress=progress)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,8 @@ CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
 
 
-def answer_loss(model, batch: dict) -> torch.Tensor:
-    """Token-mean cross-entropy on supervised positions, computing logits only from the first answer onward."""
+def answer_loss_sum(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, number of supervised tokens), computing logits only from the first answer onward."""
     labels = batch["labels"]
     supervised = labels != -100
     T = labels.shape[1]
@@ -46,7 +47,15 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
                 position_ids=batch.get("position_ids"), logits_to_keep=min(keep, T), use_cache=False)
     logits = out.logits[:, :-1].float()
     targets = labels[:, T - logits.shape[1]:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                            reduction="sum")
+    return total, (targets != -100).sum()
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Token-mean cross-entropy on supervised positions, computing logits only from the first answer onward."""
+    total, count = answer_loss_sum(model, batch)
+    return total / count.clamp(min=1)
 
 
 @dataclass
@@ -55,6 +64,7 @@ class TrainResult:
     losses: list[dict] = field(default_factory=list)
     model: object = None
     trainable_params: int = 0
+    main_process: bool = True  # False on the other processes of a multi-process run: they wrote nothing
 
 
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -119,9 +129,14 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
 
     `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
     `stop_after` ends the run after that many optimizer steps, as an interruption would (for tests).
+
+    Under `accelerate launch` with N processes, `cfg.batch_size` is per process: each optimizer step sees one
+    global batch of N x batch_size samples, cut in N consecutive shards, the same samples in the same order a
+    single process with batch_size N x batch_size sees, with the same token-mean loss. Only the main process
+    writes files; every process returns the trained model.
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.state import AcceleratorState
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -140,27 +155,41 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
     # accelerate keeps one state per process; reset it (not the distributed set-up) so runs in one process,
     # such as a sweep, can each choose their precision.
     AcceleratorState._reset_state()
-    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(cfg.precision, "no"),
                               gradient_accumulation_steps=cfg.grad_accum)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    launched = int(os.environ.get("WORLD_SIZE", world))  # set by torchrun, so by `accelerate launch`
+    if launched != world:
+        # e.g. `accelerate launch --multi_gpu` on a machine without GPUs: every process would train on its own
+        # and all of them would write the same output_dir.
+        raise RuntimeError(f"launched as {launched} processes, but accelerate set up {world}: on CPUs launch with "
+                           "ACCELERATE_USE_CPU=1 (see the README, 'Past one machine')")
 
     encoded = [encode(tokenizer, s, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens) for s in train_samples]
     collate = Collator(tokenizer, padding_side="left")
-    batches_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    global_batch = cfg.batch_size * world
+    batches_per_epoch = math.ceil(len(encoded) / global_batch)
     steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The schedule counts optimizer steps, so it is stepped here, not by accelerate: a prepared scheduler steps
+    # once per process on each optimizer step, as if every process had a data loader of its own.
+    model, optimizer = accelerator.prepare(model, optimizer)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": []}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "num_processes": world}
     if resume and (out / CHECKPOINT).exists():
         state = _load_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler)
+        if state.setdefault("num_processes", 1) != world:
+            raise ValueError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
+                             f"resume it with as many (this one has {world}), or start a new output_dir")
     elif not resume and (out / CHECKPOINT).exists():
         raise FileExistsError(f"{out} already holds a checkpoint: pass --resume to continue it, or another output_dir")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", to_yaml(cfg))
+    accelerator.wait_for_everyone()  # every process has looked for a checkpoint before the main one writes
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.yaml", to_yaml(cfg))
 
     n_trainable = count_trainable(model)
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress or not accelerator.is_main_process,
@@ -170,22 +199,34 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
     while state["step"] < total_steps:
         order = _epoch_order(len(encoded), cfg.seed, state["epoch"])
         while state["batch_in_epoch"] < batches_per_epoch and state["step"] < total_steps:
-            i = state["batch_in_epoch"] * cfg.batch_size
-            batch = collate([encoded[j] for j in order[i:i + cfg.batch_size]])
+            i = state["batch_in_epoch"] * global_batch
+            rows = order[i:i + global_batch]
+            shard = rows[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+            # The last global batch can leave a process without samples; it still joins the gradient
+            # all-reduce, with one sample weighted zero.
+            weight = 1.0 if shard else 0.0
+            batch = collate([encoded[j] for j in shard or rows[:1]])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = answer_loss(model, batch)
-                accelerator.backward(loss)
+                total, count = answer_loss_sum(model, batch)
+                # Token mean over the global batch: this process's sum over all processes' token count. The
+                # gradient all-reduce averages over processes, so the backward loss is scaled by their number.
+                tokens = accelerator.reduce(count * weight, reduction="sum") if world > 1 else count
+                loss = total * weight / tokens.clamp(min=1)
+                accelerator.backward(loss * world)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients and not optimizer.step_was_skipped:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             state["batch_in_epoch"] += 1
             running += loss.item()
             micro += 1
             if not accelerator.sync_gradients:
                 continue
+            if world > 1:
+                running = accelerator.reduce(torch.tensor(running, device=accelerator.device), reduction="sum").item()
             state["step"] += 1
             state["losses"].append({"step": state["step"], "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
@@ -196,8 +237,10 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
                     _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
             if stop_after is not None and state["step"] >= stop_after:
                 bar.close()
+                accelerator.wait_for_everyone()
                 return TrainResult(out / ADAPTER, state["losses"],
-                                   accelerator.unwrap_model(model, keep_fp32_wrapper=False), n_trainable)
+                                   accelerator.unwrap_model(model, keep_fp32_wrapper=False), n_trainable,
+                                   accelerator.is_main_process)
         if state["batch_in_epoch"] >= batches_per_epoch:
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
@@ -211,4 +254,5 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
         save_adapter(model, out / ADAPTER)
         atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in state["losses"]))
         plot_losses(state["losses"], out / "loss.png", f"{cfg.method['method']} · {Path(cfg.output_dir).name}")
-    return TrainResult(out / ADAPTER, state["losses"], model, n_trainable)
+    accelerator.wait_for_everyone()  # no process goes on (say, to read the adapter) before it is written
+    return TrainResult(out / ADAPTER, state["losses"], model, n_trainable, accelerator.is_main_process)
