@@ -200,6 +200,10 @@ def main() -> None:
         # nltk.word_tokenize looks for punkt_tab in nltk's data folders: stage the bundled copy in one.
         staged = Path(tempfile.mkdtemp())
         shutil.copytree(PUNKT_EN(), staged / "tokenizers" / "punkt_tab" / "english")
+        # nltk refuses data that others may write to; the copy keeps the checkout's modes (group-writable under
+        # umask 002), so make it private
+        for path in [staged, *staged.rglob("*")]:
+            path.chmod(0o700 if path.is_dir() else 0o600)
         nltk.data.path.insert(0, str(staged))
         try:
             peer = official(preds, refs, reader)
