@@ -117,6 +117,31 @@ def test_left_padded_rows_see_what_they_see_unpadded(family, method):
         torch.testing.assert_close(logits[row, pad:], alone, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_sliding_window_layers_see_the_prompt_whatever_the_padding(family):
+    # A window that holds the prompt and the longest text, but not the padding too: had the prompt gone before
+    # the padding, the most padded row would lose sight of it and differ from its unpadded self.
+    config = PROMPT_CONFIGS["prompt_tuning"]
+    model = tiny_model(family)
+    model.config.sliding_window = config.length + 8
+    model = gt.attach(model, config)
+    _randomise(model)
+    model.generation_config.eos_token_id = None  # run every step: finished rows would be padded otherwise
+    ids, mask = _left_padded()
+    pads = [3, 0, 5]
+    wide_ids = torch.cat([torch.zeros(3, 6, dtype=ids.dtype), ids], 1)  # 6 more pads on every row
+    wide_mask = torch.cat([torch.zeros(3, 6, dtype=mask.dtype), mask], 1)
+    logits = model(input_ids=wide_ids, attention_mask=wide_mask).logits
+    for row, pad in enumerate(pads):
+        alone = model(input_ids=ids[row:row + 1, pad:]).logits[0]
+        torch.testing.assert_close(logits[row, 6 + pad:], alone, atol=2e-5, rtol=1e-4)
+    out = model.generate(input_ids=wide_ids, attention_mask=wide_mask, max_new_tokens=4, do_sample=False,
+                         pad_token_id=0)
+    for row, pad in enumerate(pads):
+        alone = model.generate(input_ids=ids[row:row + 1, pad:], max_new_tokens=4, do_sample=False, pad_token_id=0)
+        assert torch.equal(out[row, -4:], alone[0, -4:])
+
+
 @pytest.mark.parametrize("method", list(PROMPT_CONFIGS))
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_right_padding_and_labels(family, method):

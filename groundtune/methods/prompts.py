@@ -286,6 +286,25 @@ def _text_positions(kwargs, batch: int, length: int, past: int, device) -> torch
     return torch.arange(past, past + length, device=device).expand(batch, -1)
 
 
+def _leading_padding(mask, batch: int, device) -> torch.Tensor:
+    """How many padding columns open each row (0 without a mask, or for right padding)."""
+    if mask is None:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    return (mask.to(device).long().cumsum(-1) == 0).sum(-1)
+
+
+def _prompt_after_padding(lead: torch.Tensor, m: int, n: int, device) -> torch.Tensor:
+    """Gather index [B, m + n] from [P (m) ; text (n)] to [pad (lead) ; P ; rest of the text]."""
+    pos = torch.arange(m + n, device=device).expand(len(lead), -1)
+    lead = lead[:, None]
+    return torch.where(pos < lead, pos + m, torch.where(pos < lead + m, pos - lead, pos))
+
+
+def _place(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    index = order if x.dim() == 2 else order[..., None].expand(-1, -1, x.shape[-1])
+    return x.gather(1, index.to(x.device))
+
+
 def _decoder_inputs(model, transform, kwargs, embeds):
     B, T = embeds.shape[:2]
     prompt = transform.prompt_vectors()
@@ -308,17 +327,24 @@ def _decoder_inputs(model, transform, kwargs, embeds):
             added = added * mask[:, -T:, None].to(added.dtype)  # padding stays exactly as it was
         embeds = embeds + added.to(embeds.dtype)
     if m:
+        # The prompt goes right after each row's left padding, next to the text: [pad…, P, text]. Put before the
+        # padding, a sliding-window layer would see it farther away the more a row is padded, and a row's output
+        # would depend on what it is batched with. Every tensor is laid out by the same index, prefill or decode.
+        lead = _leading_padding(mask, B, embeds.device)
+        order = _prompt_after_padding(lead, m, mask.shape[1] if mask is not None else T, embeds.device)
         if mask is not None:
-            kwargs["attention_mask"] = torch.cat([mask.new_ones(B, m), mask], dim=1)
+            kwargs["attention_mask"] = _place(torch.cat([mask.new_ones(B, m), mask], dim=1), order)
         if prefill:
-            embeds = torch.cat([prompt.to(embeds.dtype).expand(B, -1, -1), embeds], dim=1)
-            positions = torch.cat([torch.arange(m, device=embeds.device).expand(B, -1), positions + m], dim=1)
+            embeds = _place(torch.cat([prompt.to(embeds.dtype).expand(B, -1, -1), embeds], dim=1), order)
+            positions = _place(torch.cat([torch.arange(m, device=embeds.device).expand(B, -1), positions + m], 1), order)
             labels = kwargs.get("labels")
             if labels is not None and labels.dim() == 2 and labels.shape[1] == T:
-                kwargs["labels"] = torch.cat([labels.new_full((B, m), -100), labels], dim=1)
+                kwargs["labels"] = _place(torch.cat([labels.new_full((B, m), -100), labels], dim=1), order)
             if kwargs.get("token_type_ids") is not None:
                 tt = kwargs["token_type_ids"]
-                kwargs["token_type_ids"] = torch.cat([tt.new_zeros(B, m), tt], dim=1)
+                kwargs["token_type_ids"] = _place(torch.cat([tt.new_zeros(B, m), tt], dim=1), order)
+            text = torch.arange(T, device=embeds.device)
+            model._groundtune_text_index = text + m * (text >= lead[:, None])  # where each text token now sits
         else:
             positions = positions + m
     if "position_ids" in model._groundtune_forward_args:
@@ -368,6 +394,7 @@ def _pre_hook(model, args, kwargs):
         raise TypeError(f"{type(model).__name__} got {len(args)} positional arguments; pass them by name")
     kwargs = {**dict(zip(names, args)), **kwargs}
     transform = getattr(model, MODULE)
+    model._groundtune_text_index = None
     embeds = kwargs.get("inputs_embeds")
     if embeds is None:
         if kwargs.get("input_ids") is None:
@@ -379,14 +406,20 @@ def _pre_hook(model, args, kwargs):
         embeds, added = _decoder_inputs(model, transform, kwargs, embeds)
     kwargs["input_ids"], kwargs["inputs_embeds"] = None, embeds
     model._groundtune_trim = embeds.shape[1] - added if added else None
+    model._groundtune_length = embeds.shape[1]
     return (), kwargs
 
 
 def _post_hook(model, args, kwargs, output):
     keep = model._groundtune_trim
+    index, model._groundtune_text_index = model._groundtune_text_index, None
     logits = getattr(output, "logits", None)
     if keep is not None and logits is not None and logits.dim() == 3 and logits.shape[1] > keep:
-        output.logits = logits[:, -keep:]  # the text's positions only, aligned with input_ids
+        if index is not None and logits.shape[1] == model._groundtune_length:
+            # every position came back: take each text token's own, wherever its row's prompt sits
+            output.logits = logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]).to(logits.device))
+        else:
+            output.logits = logits[:, -keep:]  # logits_to_keep: the last positions are the text's, as before
     return output
 
 
@@ -397,7 +430,7 @@ def attach(model, config):
     setattr(model, MODULE, transform)
     model._groundtune_forward_args = list(inspect.signature(type(model).forward).parameters)[1:]
     model._groundtune_bidirectional = is_bidirectional(model)
-    model._groundtune_trim = None
+    model._groundtune_trim = model._groundtune_text_index = model._groundtune_length = None
     setattr(model, _HOOKS, [model.register_forward_pre_hook(_pre_hook, with_kwargs=True),
                             model.register_forward_hook(_post_hook, with_kwargs=True)])
     train_in_place(model, task_head(model))  # an encoder's classifier trains alongside
@@ -407,7 +440,8 @@ def attach(model, config):
 def detach(model):
     for handle in getattr(model, _HOOKS, []):
         handle.remove()
-    for name in (MODULE, _HOOKS, "_groundtune_forward_args", "_groundtune_bidirectional", "_groundtune_trim"):
+    for name in (MODULE, _HOOKS, "_groundtune_forward_args", "_groundtune_bidirectional", "_groundtune_trim",
+                 "_groundtune_text_index", "_groundtune_length"):
         if hasattr(model, name):
             delattr(model, name)
     restore_in_place(model)
