@@ -6,8 +6,39 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+from groundtune.errors import GroundtuneError
+
+
+def _user_error(err: BaseException) -> bool:
+    """Bad input or a refused action (as opposed to a bug): printed as one line, never as a traceback."""
+    import sys
+
+    models = sys.modules.get("groundtune.models")
+    return isinstance(err, GroundtuneError) or (models is not None and isinstance(err, models.ModelNotFound))
+
+
+def fail(err: BaseException | str):
+    """The one way a command ends on bad input: `error: <message>` on stderr, exit status 2."""
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+class _Commands(TyperGroup):
+    """Every command (merge's included) runs inside this: a groundtune error becomes `error: <message>`, exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            if not _user_error(err):
+                raise
+            fail(err)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="groundtune: adapt a frozen LLM to document-grounded dialogue and Korean instructions, cheaply, "
     "and measure the result honestly.",
     no_args_is_help=True,
@@ -63,6 +94,8 @@ def eval_(
         typer.echo("groundtune eval: give either --predictions FILE or --config RUN.yaml", err=True)
         raise typer.Exit(2)
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.json'}")
     try:
         if config is not None:
             from groundtune.config import load_config
@@ -84,8 +117,7 @@ def eval_(
             preds, refs, ids = records.predictions, records.references, records.ids
         report = score(preds, refs, lang=lang, metrics=chosen, ids=ids)
     except ValueError as err:
-        typer.echo(f"groundtune eval: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(err)
     typer.echo(report.table(), nl=False)
     if out is not None:
         atomic_write(out, report.to_json(per_example=True))
@@ -107,7 +139,10 @@ def _overrides(items: list[str]) -> dict:
 @app.command()
 def train(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Run config YAML (see examples/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in output_dir."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in output_dir (with the same "
+                                "settings; only logging ones or a longer max_steps / epochs may change)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an output_dir that already holds files "
+                                   "(a checkpoint included)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=3e-4 --set data.history_turns=1."),
 ):
     """Train one method on a frozen base model, then score the eval split (if any).
@@ -116,9 +151,11 @@ def train(
     For several machines run it under `accelerate launch` (see the README)."""
     from groundtune.config import load_config
     from groundtune.pipeline import train_and_evaluate
+    from groundtune.train import prepare_output
 
     cfg = load_config(config, _overrides(set_))
-    summary = train_and_evaluate(cfg, resume=resume)
+    prepare_output(cfg, resume=resume, overwrite=overwrite)
+    summary = train_and_evaluate(cfg, resume=resume, overwrite=overwrite)
     typer.echo(f"adapter: {summary['adapter']}  ({summary['trainable_params']:,} trainable parameters)")
 
 
@@ -180,15 +217,16 @@ def glue(
 
 
 def _retrieval_error(command: str, err: Exception):
-    typer.echo(f"groundtune {command}: {err}", err=True)
-    raise typer.Exit(2) from None
+    fail(err)
 
 
 @app.command()
 def index(
     sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .txt or "
                                          ".md files, or folders of them (searched recursively)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (replaced atomically if it exists)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (a new or empty one; see --overwrite)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder (the old one goes "
+                                   "only once the new one is complete)."),
     segmentation: str = typer.Option("structure", help="structure: one passage per section, 'titles // text' "
                                      "(markdown: per heading; text: per paragraph); token: 100-word windows."),
     words: int = typer.Option(100, help="Words per window ('token' segmentation, and long sections)."),
@@ -205,6 +243,9 @@ def index(
     from groundtune.retrieval.index import build_index
     from groundtune.retrieval.passages import load_passages
 
+    from groundtune.fileio import check_output
+
+    check_output(out, inputs=sources, overwrite=overwrite)
     start = time.perf_counter()
     try:
         passages = load_passages(sources, segmentation, words)
@@ -292,7 +333,10 @@ def train_reranker_cmd(
     index_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Index folder whose passages are ranked."),
     dialogues: list[Path] = typer.Argument(..., exists=True, help="Training dialogues (doc2dial / MultiDoc2Dial JSON) "
                                            "or reading-comprehension .jsonl question files, grounded in the index's documents."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained cross-encoder (written atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained cross-encoder (a new or empty one; "
+                             "written atomically)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (the old one goes only "
+                                   "once the new one is complete)."),
     negatives: int = typer.Option(3, help="BM25 hard negatives per query."),
     epochs: int = typer.Option(1, help="Passes over the (query, passage) pairs."),
     batch_size: int = typer.Option(4, help="Questions per optimizer step (each with its positive and negatives)."),
@@ -309,8 +353,10 @@ def train_reranker_cmd(
     from groundtune.data import DataError
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
+    from groundtune.fileio import check_output
     from groundtune.retrieval.rerank import mine_examples, train_reranker
 
+    check_output(out, inputs=[index_dir, *dialogues, base and Path(base)], overwrite=overwrite)
     try:
         retriever = Retriever.load(index_dir)
         queries, report = load_queries(dialogues)
@@ -343,37 +389,26 @@ _OVERWRITE_HELP = "Replace a non-empty output folder (the old one goes only once
 
 
 def _merge_report(step, *args, **kwargs):
-    """Run a merge step and print its summary; bad input ends with its explanation instead of a traceback."""
-    from groundtune.merge import MergeError
-
-    try:
-        report = step(*args, **kwargs)
-    except MergeError as err:
-        typer.echo(f"groundtune merge: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(report.summary())
+    """Run a merge step and print its summary (bad input ends in the app's one error handler)."""
+    typer.echo(step(*args, **kwargs).summary())
 
 
 def _merge_recipe(config, chat, base, ratio) -> dict:
     """Keyword arguments for merge() from --config and the vector flags (--chat replaces the config's vectors,
     --ratio alone re-weights them)."""
-    from groundtune.merge import MergeError, Vector, load_merge_config
+    from groundtune.merge import Vector, load_merge_config
 
-    try:
-        recipe = load_merge_config(config) if config else {}
-        if chat:
-            if base is None:
-                raise typer.BadParameter("--chat needs --base (the model the chat model was tuned from)")
-            recipe["vectors"] = [Vector(r, chat=c, base=base) for c, r in zip(chat, _pair_ratios(chat, ratio, "--chat"))]
-        elif base is not None:
-            raise typer.BadParameter("--base goes with --chat")
-        elif ratio:
-            vectors = recipe.get("vectors") or []
-            for vector, r in zip(vectors, _pair_ratios(vectors, ratio, "config vector")):
-                vector.ratio = r
-    except MergeError as err:
-        typer.echo(f"groundtune merge: {err}", err=True)
-        raise typer.Exit(2) from None
+    recipe = load_merge_config(config) if config else {}
+    if chat:
+        if base is None:
+            raise typer.BadParameter("--chat needs --base (the model the chat model was tuned from)")
+        recipe["vectors"] = [Vector(r, chat=c, base=base) for c, r in zip(chat, _pair_ratios(chat, ratio, "--chat"))]
+    elif base is not None:
+        raise typer.BadParameter("--base goes with --chat")
+    elif ratio:
+        vectors = recipe.get("vectors") or []
+        for vector, r in zip(vectors, _pair_ratios(vectors, ratio, "config vector")):
+            vector.ratio = r
     return recipe
 
 

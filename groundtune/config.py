@@ -3,11 +3,123 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
+
+from groundtune.errors import ConfigError
+
+
+class Range(NamedTuple):
+    """Allowed values of a numeric setting: lo < x (lo <= x when closed) and x < hi (x <= hi when closed)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_closed: bool = True
+    hi_closed: bool = True
+
+    def __contains__(self, x) -> bool:
+        if self.lo is not None and (x < self.lo if self.lo_closed else x <= self.lo):
+            return False
+        return not (self.hi is not None and (x > self.hi if self.hi_closed else x >= self.hi))
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return ("[" if self.lo_closed and self.lo is not None else "(") + f"{lo}, {hi}" + (
+            "]" if self.hi_closed and self.hi is not None else ")")
+
+
+_POSITIVE, _COUNT, _NONNEG, _SHARE = Range(0, None, False), Range(1), Range(0), Range(0, 1, True, False)
+# Every numeric setting of every config (run, data, generation, GLUE, method blocks), by name.
+RANGES: dict[str, Range] = {
+    "lr": _POSITIVE, "head_lr": _POSITIVE, "update_lr": _POSITIVE, "weight_decay": _NONNEG,
+    "warmup_ratio": Range(0, 1), "epochs": _POSITIVE, "max_steps": _COUNT, "batch_size": _COUNT,
+    "grad_accum": _COUNT, "max_grad_norm": _POSITIVE, "seed": _NONNEG, "data_seed": _NONNEG, "save_every": _COUNT,
+    "log_every": _COUNT, "max_document_tokens": _COUNT, "max_answer_tokens": _COUNT, "max_prompt_tokens": _COUNT,
+    "history_turns": _NONNEG, "eval_fraction": _SHARE, "dev_fraction": _SHARE, "max_train_samples": _COUNT,
+    "max_eval_samples": _COUNT, "max_new_tokens": _COUNT, "num_beams": _COUNT, "max_length": _COUNT,
+    # method blocks
+    "layers": _COUNT, "length": _COUNT, "r": _COUNT, "alpha": _POSITIVE, "dropout": _SHARE, "rank": _NONNEG,
+    "subspaces": _COUNT, "codewords": _COUNT, "scap_subspaces": _COUNT, "scap_codewords": _COUNT,
+}
+
+
+def _kinds(hint) -> tuple[set, bool]:
+    """({'int', 'float', 'str', 'bool', 'dict', 'list'} allowed, None allowed) for a resolved type hint."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    names = {getattr(typing.get_origin(a) or a, "__name__", str(a)) for a in args}
+    return names - {"NoneType"}, "NoneType" in names
+
+
+def check_value(key: str, value, hint) -> Any:
+    """`value` for the setting `key` of type `hint`, range-checked (RANGES); raises ConfigError naming the key,
+    the value and what is allowed. Numbers written as strings ("3e-4", which YAML reads as text) are read."""
+    kinds, optional = _kinds(hint)
+    if value is None:
+        if optional or not kinds & {"int", "float"}:
+            return value
+        raise ConfigError(f"{key} is not set; it must be a number in {RANGES.get(key, Range())}")
+    if kinds & {"int", "float"} and not isinstance(value, bool):
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value) if "float" in kinds else int(value)
+            except ValueError:
+                number = None
+        if "float" in kinds and isinstance(number, (int, float)):
+            number = float(number)
+        if isinstance(number, int) or (isinstance(number, float) and "float" in kinds and math.isfinite(number)):
+            allowed = RANGES.get(key, Range())
+            if number not in allowed:
+                raise ConfigError(f"{key} is {value!r}; it must be in {allowed}" + (" (or unset)" if optional else ""))
+            return number
+        what = "a whole number" if "float" not in kinds else "a finite number"
+        raise ConfigError(f"{key} is {value!r}; it must be {what} in {RANGES.get(key, Range())}")
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ConfigError(f"{key} is {value!r}; it must be true or false")
+    if "str" in kinds and not kinds & {"bool", "dict", "list"} and not isinstance(value, str):
+        raise ConfigError(f"{key} is {value!r}; it must be text (a string)")
+    if kinds == {"dict"} and not isinstance(value, dict):
+        raise ConfigError(f"{key} is {value!r}; it must be a mapping")
+    return value
+
+
+def validate(obj, prefix: str = "") -> None:
+    """Check (and normalise) every field of the dataclass `obj` against its type and RANGES."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if dataclasses.is_dataclass(getattr(obj, f.name)):
+            continue
+        object.__setattr__(obj, f.name, check_value(prefix + f.name, getattr(obj, f.name), hints[f.name]))
+
+
+def check_method(block, where: str = "method") -> None:
+    """Check a method block ({method: llama_adapter, layers: 30, ...}) against its method's config class."""
+    from groundtune.methods import METHODS, config_class
+
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} is {block!r}; it must be a mapping such as {{method: llama_adapter}}")
+    name = block.get("method")
+    if name not in METHODS:
+        raise ConfigError(f"{where}.method is {name!r}; choose one of {', '.join(METHODS)}")
+    cls = config_class(name)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(block) - set(fields) - {"method"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown} for {name}; known keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {k: check_value(f"{where}.{k}", v, hints[k]) for k, v in block.items() if k != "method"}
+    try:
+        cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 @dataclass
@@ -29,12 +141,23 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
 
+    def __post_init__(self):
+        validate(self, "data.")
+        if self.format not in FORMATS:
+            raise ConfigError(f"data.format is {self.format!r}; choose one of {', '.join(FORMATS)}")
+
+
+FORMATS = ("doc2dial", "jsonl", "alpaca")
+
 
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 64
     num_beams: int = 1
     batch_size: int = 8
+
+    def __post_init__(self):
+        validate(self, "generation.")
 
 
 @dataclass
@@ -61,25 +184,34 @@ class TrainConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
+        validate(self)
         if self.precision not in ("bf16", "fp32", "fp16"):
-            raise ValueError(f"precision must be bf16, fp16 or fp32, not {self.precision!r}")
+            raise ConfigError(f"precision is {self.precision!r}; choose bf16, fp16 or fp32")
+        check_method(self.method)
 
 
-def _build(cls, values: dict, where: str):
+def _build(cls, values: dict, where: str, prefix: str = ""):
+    """A `cls` from a YAML mapping: unknown keys, wrong types and out-of-range numbers fail here, naming `where`
+    (the file) and the key, before anything is loaded."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a mapping of settings, "
+                          f"got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown key(s) {[prefix + k for k in unknown]}; known keys: {sorted(fields)}")
     kwargs = {}
     for name, value in values.items():
         sub = {"data": DataConfig, "generation": GenerationConfig}.get(name) if cls is TrainConfig else None
-        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+        kwargs[name] = _build(sub, value, where, f"{prefix}{name}.") if sub else value
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
+        validate(built, prefix)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
+    return built
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
@@ -87,7 +219,7 @@ def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
 
 
 def read_yaml(path: str | Path | None, overrides: dict[str, Any] | None = None,
-              error: type[Exception] = ValueError) -> dict:
+              error: type[Exception] = ConfigError) -> dict:
     """A YAML mapping from `path` (none: empty), with dotted-key `overrides` (e.g. {"data.history_turns": 1})
     applied on top. Errors name the file; `error` is the exception type the caller's users expect."""
     values = {} if path is None else _read_mapping(Path(path), error)
@@ -96,15 +228,17 @@ def read_yaml(path: str | Path | None, overrides: dict[str, Any] | None = None,
         *parents, last = key.split(".")
         for p in parents:
             target = target.setdefault(p, {})
+            if not isinstance(target, dict):
+                raise error(f"--set {key}: {p} is not a block of settings")
         target[last] = value
     return values
 
 
 def _read_mapping(path: Path, error: type[Exception]) -> dict:
+    from groundtune.fileio import read_text
+
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise error(f"config file {path} does not exist") from None
+        values = yaml.safe_load(read_text(path, error=error)) or {}
     except yaml.YAMLError as err:
         raise error(f"{path}: not valid YAML: {err}") from None
     if not isinstance(values, dict):

@@ -66,8 +66,8 @@ def evaluate(model, tokenizer, samples, gen: GenerationConfig | None = None, *, 
     return predictions, report
 
 
-def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, progress: bool = True, model=None,
-                       tokenizer=None) -> dict:
+def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                       model=None, tokenizer=None) -> dict:
     """Train, then score on the eval samples; writes predictions.jsonl and results.json into cfg.output_dir."""
     from groundtune.metrics import write_predictions
     from groundtune.models import load_model
@@ -76,7 +76,8 @@ def train_and_evaluate(cfg: TrainConfig, *, resume: bool = False, progress: bool
     if model is None:
         model, tokenizer = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     train_samples, eval_samples = load_samples(cfg.data, tokenizer)
-    result = train(cfg, train_samples, model=model, tokenizer=tokenizer, resume=resume, progress=progress)
+    result = train(cfg, train_samples, model=model, tokenizer=tokenizer, resume=resume, overwrite=overwrite,
+                   progress=progress)
     out = Path(cfg.output_dir)
     summary = {"config": asdict(cfg), "trainable_params": result.trainable_params, "losses": result.losses,
                "adapter": str(result.adapter_dir), "train_samples": len(train_samples),

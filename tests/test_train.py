@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import groundtune as gt
 from groundtune.config import TrainConfig
+from groundtune.errors import OutputError
 from groundtune.data.collate import Collator
 from groundtune.train import answer_loss, train
 from tiny import tiny_model, tiny_samples, tiny_tokenizer
@@ -66,7 +67,7 @@ def test_lr_schedule_warms_up_then_decays(tmp_path):
 def test_existing_checkpoint_needs_resume(tmp_path):
     cfg = _cfg(tmp_path, max_steps=3)
     train(cfg, tiny_samples(8), model=tiny_model("llama"), tokenizer=tiny_tokenizer(), progress=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(OutputError, match="--resume"):
         train(cfg, tiny_samples(8), model=tiny_model("llama"), tokenizer=tiny_tokenizer(), progress=False)
 
 

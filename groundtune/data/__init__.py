@@ -6,9 +6,10 @@ from importlib import resources
 from pathlib import Path
 
 from groundtune._lazy import lazy_getattr
+from groundtune.errors import GroundtuneError
 
 
-class DataError(ValueError):
+class DataError(GroundtuneError):
     """A data file that cannot be read as asked. The message names the file, the record and the fix."""
 
 

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from groundtune.fileio import atomic_folder
+from groundtune.fileio import atomic_folder, check_output
 from groundtune.merge.checkpoint import DTYPES, Checkpoint, MergeError, TensorEntry
 from groundtune.merge.files import adopt_chat_format, copy_model_files, eos_ids
 from groundtune.merge.writer import ShardWriter, TensorSpec, parse_size, plan_shards, shard_names, write_index
@@ -331,12 +331,7 @@ def _write_checkpoint(folder: Path, prefix: str, jobs: list[_Job], target: Check
 
 
 def _prepare_out(out: Path, inputs: Iterable[Path], overwrite: bool, needed: int) -> None:
-    resolved = out.resolve()
-    for folder in inputs:
-        if Path(folder).resolve() == resolved:
-            raise MergeError(f"the output {out} is also an input: write the result to a new folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise MergeError(f"{out} already exists and is not empty: choose another folder or pass overwrite")
+    check_output(out, inputs=inputs, overwrite=overwrite, flag="--overwrite", error=MergeError)
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(parent).free

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from groundtune.errors import GroundtuneError
+
 # safetensors dtype codes -> torch dtypes (the ones torch can hold on CPU).
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -29,7 +31,7 @@ DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 
 
-class MergeError(ValueError):
+class MergeError(GroundtuneError):
     """Bad input for a merge: the message names the file or tensors and says what to do."""
 
 
