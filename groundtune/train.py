@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from groundtune.config import TrainConfig, to_yaml
-from groundtune.fileio import atomic_folder, atomic_write
+from groundtune.errors import OutputError, ResumeError
+from groundtune.fileio import atomic_folder, atomic_write, check_output
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
 from groundtune.methods.io import save_adapter
 
@@ -91,18 +92,94 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> Non
 
 def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict:
     folder = out / CHECKPOINT
-    saved = load_file(folder / "trainable.safetensors")
+    state = _read_state(folder)
+    try:
+        saved = load_file(folder / "trainable.safetensors")
+        extra = torch.load(folder / "optimizer.pt", weights_only=True)
+    except Exception as err:  # safetensors' and torch's own errors for truncated or corrupt files
+        raise OutputError(f"{folder} is truncated or corrupt ({type(err).__name__}: {err}); start afresh with "
+                          "--overwrite, or in a new output_dir") from None
     params = trainable_state_dict(model)
     if set(saved) != set(params):
-        raise ValueError(f"{folder} was written for another method or model; start a new output_dir or drop --resume")
+        raise ResumeError(f"{folder} was written for another method or model; start a new output_dir or drop --resume")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(saved[name])
-    extra = torch.load(folder / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     torch.set_rng_state(extra["torch_rng"])
-    return json.loads((folder / "state.json").read_text())
+    return state
+
+
+def _read_state(folder: Path) -> dict:
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("no step")
+        return state
+    except (OSError, ValueError) as err:
+        raise OutputError(f"{folder / 'state.json'} is missing or corrupt ({err}); start afresh with --overwrite, "
+                          "or in a new output_dir") from None
+
+
+# Settings a resume may change: they cannot change the adapter or the scores. A longer schedule (max_steps or
+# epochs raised) is allowed too, as an explicit continuation.
+RESUMABLE = {"log_every", "save_every", "trust_remote_code", "output_dir"}
+LONGER = {"max_steps", "epochs"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "method":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings of `cfg` that differ from `saved` (the resumed run's) in a way that changes the result."""
+    from dataclasses import asdict
+
+    before, now = _flat(saved), _flat(asdict(cfg))
+    out = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if a == b or key in RESUMABLE:
+            continue
+        if key in LONGER and a is not None and b is not None and b > a:
+            continue
+        out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def prepare_output(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Check cfg.output_dir before any model loads. Without resume: it must be new or empty (or `overwrite`);
+    it must not be one of the run's inputs. With resume: the checkpoint's run must have had the same settings,
+    except logging ones or a longer schedule; every difference is listed."""
+    import yaml
+
+    out = Path(cfg.output_dir)
+    inputs = [p for p in (cfg.data.train, cfg.data.eval, cfg.data.documents, cfg.model) if p]
+    folder = out / CHECKPOINT
+    if resume and folder.exists():
+        check_output(out, inputs=inputs, overwrite=True)
+        saved = _read_state(folder).get("config")
+        if saved is None and (out / "config.yaml").exists():  # checkpoints written before configs were kept
+            saved = yaml.safe_load((out / "config.yaml").read_text())
+        if saved is not None:
+            differ = resume_differences(saved, cfg)
+            if differ:
+                raise ResumeError(f"{folder} was written with other settings, so --resume would mix two runs: "
+                                  + "; ".join(differ) + ". Resume with the checkpoint's settings (only logging "
+                                  "settings or a longer max_steps / epochs may change), or start afresh with "
+                                  "--overwrite or a new output_dir")
+        return
+    if folder.exists() and not overwrite:
+        raise OutputError(f"{out} already holds a checkpoint: pass --resume to continue it, --overwrite to start "
+                          "afresh, or choose another output_dir")
+    check_output(out, inputs=inputs, overwrite=overwrite or resume)
 
 
 def plot_losses(losses: list[dict], path: Path, title: str = "training loss") -> None:
@@ -131,7 +208,7 @@ def plot_losses(losses: list[dict], path: Path, title: str = "training loss") ->
 
 
 def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> TrainResult:
+          overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Train `cfg.method` on `train_samples` (objects with .prompt and .answer). Returns the adapter folder.
 
     `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
@@ -152,6 +229,8 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
     if not train_samples:
         raise ValueError("no training samples: check the data paths and the drop report above")
     out = Path(cfg.output_dir)
+    if resume:
+        prepare_output(cfg, resume=True)  # the checkpoint's settings must match (before the model loads)
     if model is None:
         from groundtune.models import load_model
 
@@ -192,7 +271,16 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
             raise ValueError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
                              f"resume it with as many (this one has {world}), or start a new output_dir")
     elif not resume and (out / CHECKPOINT).exists():
-        raise FileExistsError(f"{out} already holds a checkpoint: pass --resume to continue it, or another output_dir")
+        if not overwrite:
+            raise OutputError(f"{out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
+                              "start afresh, or choose another output_dir")
+        if accelerator.is_main_process:
+            import shutil
+
+            shutil.rmtree(out / CHECKPOINT)
+    from dataclasses import asdict
+
+    state["config"] = asdict(cfg)  # what a resume is checked against
     accelerator.wait_for_everyone()  # every process has looked for a checkpoint before the main one writes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
