@@ -51,17 +51,34 @@ app = typer.Typer(
 
 @app.command()
 def demo(
-    steps: int = typer.Option(60, help="Optimizer steps of LLaMA-Adapter training (batch 4)."),
-    output_dir: Path = typer.Option(Path("runs/demo"), help="Where the adapter, loss curve and predictions go."),
-    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+    which: Optional[str] = typer.Argument(None, metavar="[en|ko]", help="Same as --lang: `groundtune demo ko`."),
+    lang: str = typer.Option("en", "--lang", help="en: LLaMA-Adapter on doc2dial turns (SmolLM2); ko: KoAlpaca "
+                             "instruction tuning scored on held-out KoAlpaca records (Gemma 3 270M)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps of LLaMA-Adapter training (batch 4); default 60 "
+                                                   "(en), 30 (ko)."),
+    output_dir: Optional[Path] = typer.Option(None, help="Where the adapter, loss curve and predictions go; default "
+                                                         "runs/demo (en), runs/demo-ko (ko)."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file, hub id or gemma3-270m; default: the "
+                                                   "embedded SmolLM2 (en), gemma3-270m (ko)."),
 ):
-    """Train LLaMA-Adapter (L=30, K=10) on shipped doc2dial turns and print F1, METEOR, ROUGE-L and SacreBLEU
-    on held-out turns before and after. Runs offline on the embedded SmolLM2-135M-Instruct in a few CPU minutes."""
+    """Train LLaMA-Adapter and score held-out data before and after. en: doc2dial turns, F1, METEOR, ROUGE-L and
+    SacreBLEU, on the embedded SmolLM2-135M-Instruct. ko: KoAlpaca records, ROUGE-1/ROUGE-L/F1 on Kiwi morphemes
+    and SacreBLEU (ko-mecab), on Gemma 3 270M, with a held-out loss curve. Each runs offline in a few CPU minutes."""
     import shutil
 
-    from groundtune.demo import demo_config, run_demo
+    from groundtune.demo import demo_config, korean_demo_config, run_demo, run_korean_demo
 
-    cfg = demo_config(str(output_dir), steps)
+    lang = (which or lang).lower()
+    if lang not in ("en", "ko"):
+        fail(f"demo language is {lang!r}; choose en or ko (`groundtune demo ko`)")
+    if steps is not None and steps < 1:
+        fail(f"--steps is {steps}; it must be a whole number in [1, inf)")
+    if lang == "ko":
+        cfg = korean_demo_config(str(output_dir or "runs/demo-ko"), steps or 30, model)
+        run_korean_demo(cfg)
+        return
+    output_dir = output_dir or Path("runs/demo")
+    cfg = demo_config(str(output_dir), steps or 60)
     cfg.model = model
     if (output_dir / "checkpoint").exists():
         shutil.rmtree(output_dir / "checkpoint")  # the demo always starts afresh
@@ -521,7 +538,8 @@ def classify(
     task: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                         help="Task YAML: template, labels, separator, text_field, label_field. "
                                              "Default: NSMC sentiment with the seed prompt."),
-    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file, hub id or smollm2-135m; default: "
+                                                   "gemma3-270m (Gemma 3 270M, which reads Korean)."),
     adapter: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                            help="Adapter folder to attach (any method), e.g. runs/x/adapter."),
     limit: Optional[int] = typer.Option(None, min=1, help="Classify only the first N rows."),
@@ -547,12 +565,12 @@ def classify(
     if shots:
         examples, pool_report = load_labelled(pool or asset_path("nsmc/ratings_train.txt"), spec)
         typer.echo(str(pool_report), err=True)
-    net, tokenizer = _model_with_adapter(model, adapter, dtype)
+    net, tokenizer = _model_with_adapter(model or "gemma3-270m", adapter, dtype)
     result = run_classify(net, tokenizer, rows[:limit], spec, shots=shots, pool=examples, seed=seed,
                           batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
     typer.echo(result.table())
     if output:
-        summary = {"model": model, "adapter": str(adapter) if adapter else None, "data": str(report.source),
+        summary = {"model": model or "gemma3-270m", "adapter": str(adapter) if adapter else None, "data": str(report.source),
                    **result.as_dict(predictions=True)}
         atomic_write(output, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
 
@@ -562,7 +580,8 @@ def summarize_eval(
     data: Optional[Path] = typer.Argument(None, exists=True,
                                           help="Article/summary pairs: JSON, JSONL or a folder of JSON files. Default: "
                                                "five shipped sci-news-sum-kr-50 articles."),
-    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file or hub id; default: the embedded SmolLM2."),
+    model: Optional[str] = typer.Option(None, help="Model folder, .gguf file, hub id or smollm2-135m; default: "
+                                                   "gemma3-270m (Gemma 3 270M, which reads Korean)."),
     adapter: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Adapter folder to attach."),
     template: Optional[str] = typer.Option(None, help="Wrap the seed prompt in an instruction template (koalpaca, "
                                                       "alpaca, chat or a YAML file), as the adapter was trained."),
@@ -585,7 +604,7 @@ def summarize_eval(
 
     pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
     typer.echo(str(report), err=True)
-    net, tokenizer = _model_with_adapter(model, adapter, dtype)
+    net, tokenizer = _model_with_adapter(model or "gemma3-270m", adapter, dtype)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     samples, predictions, scores, cut = evaluate_summaries(net, tokenizer, pairs[:limit], gen, template=template,
                                                            max_document_tokens=max_document_tokens)
@@ -593,7 +612,7 @@ def summarize_eval(
     if output_dir:
         write_predictions(output_dir / "predictions.jsonl", predictions, [s.answer for s in samples],
                           [s.id for s in samples])
-        summary = {"model": model, "adapter": str(adapter) if adapter else None, "data": report.as_dict(),
+        summary = {"model": model or "gemma3-270m", "adapter": str(adapter) if adapter else None, "data": report.as_dict(),
                    "articles_cut": cut, **scores.as_dict()}
         atomic_write(output_dir / "results.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
 
