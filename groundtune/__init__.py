@@ -9,17 +9,26 @@ _EXPORTS = {
     "load_model": "groundtune.models",
     "attach": "groundtune.methods",
     "detach": "groundtune.methods",
-    "LlamaAdapterConfig": "groundtune.methods.llama_adapter",
-    "LoraConfig": "groundtune.methods.lora",
-    "PromptTuningConfig": "groundtune.methods.prompts",
-    "DeptConfig": "groundtune.methods.prompts",
-    "AcceptConfig": "groundtune.methods.prompts",
-    "BitFitConfig": "groundtune.methods.bitfit",
     "save_adapter": "groundtune.methods.io",
     "load_adapter": "groundtune.methods.io",
 }
 
-__all__ = sorted(_EXPORTS)
+_exported = lazy_getattr(__name__, _EXPORTS)
 
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+def __getattr__(name: str):
+    # Every registered method's config class is public under its own name (gt.LoraConfig, gt.AcceptConfig, ...):
+    # a new method file needs no line here.
+    if name.endswith("Config") and name not in _EXPORTS:
+        from groundtune.methods import registry
+
+        for method in registry().values():
+            if method.config.__name__ == name:
+                return method.config
+    return _exported(name)
+
+
+def __dir__():
+    from groundtune.methods import registry
+
+    return sorted({*globals(), *_EXPORTS, *(m.config.__name__ for m in registry().values())})

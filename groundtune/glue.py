@@ -43,7 +43,7 @@ TASKS = {
     "stsb": GlueTask("stsb", "sentence1", "sentence2", "score", 1, ("pearson", "spearman")),
     "sst2": GlueTask("sst2", "sentence", None, "label", 2, ("accuracy", "f1")),
 }
-FULL = "full"  # not an adapter: every weight trains
+FULL = "full"  # every weight trains (groundtune.methods.full): no adapter folder is written for it
 
 
 def get_task(name: str) -> GlueTask:
@@ -205,14 +205,11 @@ def predict(model, tokenizer, features: list[dict], task: GlueTask, batch_size: 
     return out
 
 
-def _parameter_groups(model, method: str, lr: float, head_lr: float | None) -> list[dict]:
+def _parameter_groups(model, lr: float, head_lr: float | None) -> list[dict]:
     from groundtune.methods import optimizer_groups
-    from groundtune.methods.bitfit import is_head
+    from groundtune.methods._in_place import is_head
 
-    if method == FULL:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    else:
-        groups = optimizer_groups(model, lr)
+    groups = optimizer_groups(model, lr)
     if head_lr is None:
         return groups
     head = {id(p) for n, p in model.named_parameters() if p.requires_grad and is_head(n)}
@@ -227,7 +224,7 @@ def start_at_mean(model, labels: list[float]) -> None:
     steps climbing to STS-B's mean of ~2.7 at head learning rates; short runs (and frozen methods) never get there."""
     from torch import nn
 
-    from groundtune.methods.bitfit import is_head
+    from groundtune.methods._in_place import is_head
 
     linears = [m for n, m in model.named_modules() if is_head(n) and isinstance(m, nn.Linear) and m.bias is not None]
     if linears:
@@ -236,13 +233,9 @@ def start_at_mean(model, labels: list[float]) -> None:
 
 
 def prepare(model, method: dict):
-    """Attach the method (or unfreeze everything for `full`); returns the model to train."""
+    """Attach the method (`full` is one too: every weight trains); returns the model to train."""
     from groundtune.methods import attach, config_from_dict
 
-    if method.get("method") == FULL:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
     method = dict(method)
     if method.get("method") == "lora" and not method.get("target_modules"):
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
@@ -276,7 +269,7 @@ def train_classifier(model, tokenizer, examples: list[GlueExample], task: GlueTa
     steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     method = cfg.method.get("method")
-    optimizer = torch.optim.AdamW(_parameter_groups(model, method, cfg.lr, cfg.head_lr), lr=cfg.lr,
+    optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.lr, cfg.head_lr), lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     trainable = [p for p in model.parameters() if p.requires_grad]

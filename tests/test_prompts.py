@@ -5,7 +5,11 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import groundtune as gt
 from groundtune.methods import config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
-from groundtune.methods.prompts import CodebookTable, build_transform, default_subspaces
+from groundtune.methods import accept, dept, prompt_tuning
+from groundtune.methods._prompt_embedding import CodebookTable
+from groundtune.methods.accept import default_subspaces
+
+BUILDERS = {"accept": accept.build, "dept": dept.build, "prompt_tuning": prompt_tuning.build}
 from tiny import FAMILIES, VOCAB, tiny_model
 
 PROMPT_CONFIGS = {
@@ -51,7 +55,7 @@ class _Embedder(nn.Module):
 
 
 def _count(config, hidden):
-    return sum(p.numel() for p in build_transform(_Embedder(hidden), config).parameters())
+    return sum(p.numel() for p in BUILDERS[config.method](_Embedder(hidden), config).parameters())
 
 
 # ---- parameter counts ----

@@ -1,56 +1,101 @@
-"""Parameter-efficient methods. Each lives in one file with a Config dataclass and an attach().
+"""Parameter-efficient methods. Each lives in one file of this package and registers itself, as peft's tuners do.
 
-The contract every method module follows (peft's tuners are the model):
-- a dataclass config with a class attribute ``method`` (the name written into adapter folders)
-  and plain JSON-able fields;
-- ``attach(model, config) -> model``: freeze nothing itself (``attach`` here freezes the base first),
-  add the trainable parts, return the model to use (the same object, or a wrapper such as peft's);
-- ``detach(model) -> model``: remove what attach added and return the bare base model;
-- optionally ``optimizer_groups(model, config, lr) -> list[dict]`` when parts train at different rates.
+A method file holds its config dataclass (a class attribute ``method`` names it in adapter folders and YAML;
+the fields are plain JSON-able values), ``attach``/``detach``, and whatever else it needs, and ends with
+``register(Method(...))``. Adding a method means adding that file and its tests: the registry finds every
+module of this package (files starting with ``_`` are shared helpers), and the package root, the YAML checks,
+adapter folders and sweep tables all read the registry.
+
+The contract:
+- ``attach(model, config) -> model``: the base is already frozen; add the trainable parts and return the model
+  to use (the same object, or a wrapper such as peft's);
+- ``detach(model) -> model``: remove what attach added and return the bare base model, weights as they were;
+- optional ``optimizer_groups(model, config, lr) -> list[dict]`` when parts train at different rates;
+- optional ``save(model, folder)`` / ``load(model, folder, meta) -> model`` for a folder layout of the method's
+  own (LoRA writes peft's); ``peft_types`` names the peft folder types that ``load`` reads;
+- optional ``describe(config) -> {"layer": ..., "length": ...}``: the cells of a sweep table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pkgutil
+from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-# method name -> (module, config class name)
-METHODS: dict[str, tuple[str, str]] = {
-    "llama_adapter": ("groundtune.methods.llama_adapter", "LlamaAdapterConfig"),
-    "lora": ("groundtune.methods.lora", "LoraConfig"),
-    "prompt_tuning": ("groundtune.methods.prompts", "PromptTuningConfig"),
-    "dept": ("groundtune.methods.prompts", "DeptConfig"),
-    "accept": ("groundtune.methods.prompts", "AcceptConfig"),
-    "bitfit": ("groundtune.methods.bitfit", "BitFitConfig"),
-}
 
-_ATTR = "groundtune_method"  # the attached config is kept on the model under this name
+@dataclass(frozen=True)
+class Method:
+    config: type
+    attach: Callable
+    detach: Callable
+    optimizer_groups: Callable | None = None
+    save: Callable | None = None
+    load: Callable | None = None
+    peft_types: tuple[str, ...] = ()
+    describe: Callable | None = None
 
-
-def _module(method: str):
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return import_module(METHODS[method][0])
+    @property
+    def name(self) -> str:
+        return self.config.method
 
 
-def config_class(method: str) -> type:
-    return getattr(_module(method), METHODS[method][1])
+_REGISTRY: dict[str, Method] = {}
+_ATTACHED = "groundtune_method"  # the attached config is kept on the model under this name
+
+
+def register(method: Method) -> Method:
+    """Make a method known by its config's ``method`` name (called at the end of the method's own file)."""
+    known = _REGISTRY.get(method.name)
+    if known is not None and known.config is not method.config:
+        raise ValueError(f"two methods are called {method.name!r}: {known.config} and {method.config}")
+    _REGISTRY[method.name] = method
+    return method
+
+
+_discovered = False
+
+
+def registry() -> dict[str, Method]:
+    """Every method, by name: the modules of this package are imported once, and each registers itself."""
+    global _discovered
+    if not _discovered:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_") and info.name != "io":
+                import_module(f"{__name__}.{info.name}")
+        _discovered = True
+    return _REGISTRY
+
+
+def names() -> list[str]:
+    return list(registry())
+
+
+def get(name: str) -> Method:
+    methods = registry()
+    if name not in methods:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(methods)}")
+    return methods[name]
+
+
+def config_class(name: str) -> type:
+    return get(name).config
 
 
 def config_from_dict(d: dict[str, Any]):
     """Build a method config from a dict such as a YAML block: {method: lora, r: 8, ...}."""
     d = dict(d)
-    method = d.pop("method", None)
-    if method is None:
-        raise ValueError(f"method config {d} has no 'method' key; add one of {', '.join(METHODS)}")
-    cls = config_class(method)
+    name = d.pop("method", None)
+    if name is None:
+        raise ValueError(f"method config {d} has no 'method' key; add one of {', '.join(names())}")
+    cls = config_class(name)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{method}: unknown option(s) {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{name}: unknown option(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
 
 
@@ -60,7 +105,17 @@ def config_to_dict(config) -> dict[str, Any]:
 
 def attached_config(model):
     """The config of the method attached to `model`, or None for a bare model."""
-    return getattr(model, _ATTR, None)
+    return getattr(model, _ATTACHED, None)
+
+
+def mark_attached(model, config) -> None:
+    """Record `config` as the method attached to `model` (for methods whose loader builds the model itself)."""
+    setattr(model, _ATTACHED, config)
+
+
+def clear_attached(model) -> None:
+    if hasattr(model, _ATTACHED):
+        delattr(model, _ATTACHED)
 
 
 def attach(model, config):
@@ -69,10 +124,11 @@ def attach(model, config):
         raise ValueError(
             f"a {attached_config(model).method} adapter is already attached; call groundtune.detach(model) first"
         )
+    method = get(config.method)
     for p in model.parameters():
         p.requires_grad_(False)
-    model = _module(config.method).attach(model, config)
-    setattr(model, _ATTR, config)
+    model = method.attach(model, config)
+    mark_attached(model, config)
     return model
 
 
@@ -81,12 +137,16 @@ def detach(model):
     config = attached_config(model)
     if config is None:
         return model
-    base = _module(config.method).detach(model)
-    if hasattr(base, _ATTR):
-        delattr(base, _ATTR)
-    if hasattr(model, _ATTR):
-        delattr(model, _ATTR)
+    base = get(config.method).detach(model)
+    clear_attached(base)
+    clear_attached(model)
     return base
+
+
+def describe(config) -> dict[str, Any]:
+    """A method's sweep-table cells: which layers it adapts and its length (or rank)."""
+    method = get(config.method)
+    return method.describe(config) if method.describe else {"layer": "-", "length": "-"}
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
@@ -101,7 +161,7 @@ def count_trainable(model) -> int:
 def optimizer_groups(model, lr: float) -> list[dict]:
     """Parameter groups for the optimizer; a method may ask for several learning rates."""
     config = attached_config(model)
-    module = _module(config.method) if config is not None else None
-    if module is not None and hasattr(module, "optimizer_groups"):
-        return module.optimizer_groups(model, config, lr)
+    method = get(config.method) if config is not None else None
+    if method is not None and method.optimizer_groups is not None:
+        return method.optimizer_groups(model, config, lr)
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]

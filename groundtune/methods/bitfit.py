@@ -4,20 +4,15 @@ Every bias is trained: attention, feed-forward and layer-norm biases, as in the 
 have nothing to train: Llama, Mistral and Gemma have none at all (attach raises), Qwen2 has them on the query,
 key and value projections only (BitFit trains those), GPT-2 and GPT-NeoX have them everywhere.
 
-BitFit changes base parameters in place, so attach keeps a copy of their values and detach puts them back:
-a detached model is the base model again, and adapters can be swapped on one loaded base. The same helpers let
-the prompt methods train an encoder's task head (the `classifier` / `score` layer) alongside.
+BitFit changes base parameters in place; attach keeps their values and detach puts them back (_in_place).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-# Layer names of the task heads transformers puts on sequence classifiers (peft's modules_to_save for SEQ_CLS).
-HEAD_NAMES = ("classifier", "score")
-_ORIGINALS = "_groundtune_originals"
+from groundtune.methods import Method, register
+from groundtune.methods._in_place import restore_in_place, task_head, train_in_place
 
 
 @dataclass
@@ -25,40 +20,6 @@ class BitFitConfig:
     """No options: every bias term trains, plus the task head of a sequence classifier."""
 
     method = "bitfit"
-
-
-def is_head(name: str) -> bool:
-    """Whether a parameter name belongs to a sequence classifier's task head."""
-    return any(part in HEAD_NAMES for part in name.split("."))
-
-
-def task_head(model) -> list[str]:
-    """Names of the task-head parameters (empty for causal LMs)."""
-    return [name for name, _ in model.named_parameters() if is_head(name)]
-
-
-def train_in_place(model, names: list[str]) -> None:
-    """Unfreeze these base parameters, keeping their values so that `restore_in_place` can put them back."""
-    params = dict(model.named_parameters())
-    originals = getattr(model, _ORIGINALS, {})
-    with torch.no_grad():
-        for name in names:
-            originals.setdefault(name, params[name].detach().clone())
-            params[name].requires_grad_(True)
-    setattr(model, _ORIGINALS, originals)
-
-
-def restore_in_place(model) -> None:
-    """Give the parameters trained in place their original values back, frozen."""
-    originals = getattr(model, _ORIGINALS, None)
-    if originals is None:
-        return
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in originals.items():
-            params[name].copy_(value)
-            params[name].requires_grad_(False)
-    delattr(model, _ORIGINALS)
 
 
 def attach(model, config: BitFitConfig):
@@ -76,3 +37,6 @@ def attach(model, config: BitFitConfig):
 def detach(model):
     restore_in_place(model)
     return model
+
+
+register(Method(BitFitConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "biases"}))

@@ -1,6 +1,7 @@
 """Adapter folders in peft's layout: adapter_config.json + adapter_model.safetensors.
 
-LoRA folders are peft's own (they load in plain peft). The other methods write the same two files; their
+A method may write a layout of its own (LoRA writes peft's, which loads in plain peft). The others write the
+same two files through this module; their
 config names the method, its settings, the base model and the base model's shape, so that loading onto a
 model of another shape fails with a message rather than a tensor-size traceback.
 """
@@ -15,9 +16,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from groundtune import __version__
-from groundtune.arch import model_shape, weight_is_transposed
+from groundtune.arch import model_shape
 from groundtune.fileio import atomic_folder
-from groundtune.methods import attach, attached_config, config_from_dict, config_to_dict, detach, trainable_state_dict
+from groundtune.methods import (attach, attached_config, config_from_dict, config_to_dict, detach, get, registry,
+                                trainable_state_dict)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -29,8 +31,9 @@ def save_adapter(model, folder: str | os.PathLike) -> Path:
     if config is None:
         raise ValueError("no adapter is attached to this model: call groundtune.attach(model, config) first")
     with atomic_folder(folder) as tmp:
-        if config.method == "lora":
-            model.save_pretrained(tmp)
+        method = get(config.method)
+        if method.save is not None:  # a layout of the method's own (LoRA: peft's)
+            method.save(model, tmp)
         else:
             meta = {
                 "peft_type": config.method.upper(),
@@ -64,8 +67,13 @@ def load_adapter(model, folder: str | os.PathLike):
     folder = Path(folder)
     meta = read_adapter_config(folder)
     model = detach(model)
-    if "groundtune_method" not in meta:
-        return _load_peft(model, folder, meta)
+    if "groundtune_method" not in meta:  # a peft folder: the method that reads its peft_type loads it
+        peft_type = meta.get("peft_type")
+        readers = [m for m in registry().values() if peft_type in m.peft_types]
+        if not readers:
+            known = sorted(t for m in registry().values() for t in m.peft_types)
+            raise ValueError(f"{folder}: peft type {peft_type!r} is not one groundtune loads; it loads {known}")
+        return readers[0].load(model, folder, meta)
     expected, actual = meta.get("base_model_shape", {}), model_shape(model)
     diff = {k: (v, actual.get(k)) for k, v in expected.items() if actual.get(k) != v}
     if diff:
@@ -88,49 +96,3 @@ def load_adapter(model, folder: str | os.PathLike):
                 raise ValueError(f"adapter {folder}: {name} has shape {tuple(saved[name].shape)}, model expects {tuple(p.shape)}")
             p.copy_(saved[name])
     return model
-
-
-def _load_peft(model, folder: Path, meta: dict):
-    from peft import PeftModel
-
-    from groundtune.methods import _ATTR
-    from groundtune.methods.lora import LoraConfig
-
-    if meta.get("peft_type") != "LORA":
-        raise ValueError(f"{folder}: peft type {meta.get('peft_type')!r} is not one groundtune loads; LoRA folders are")
-    problems = _lora_shape_problems(model, folder / WEIGHTS_NAME)
-    if problems:  # checked before peft injects anything, so a refused adapter leaves the base untouched
-        raise ValueError(
-            f"adapter {folder} does not fit this model (trained on {meta.get('base_model_name_or_path')}): "
-            + "; ".join(problems[:5])
-        )
-    peft_model = PeftModel.from_pretrained(model, folder, is_trainable=True)  # same state as after attach()
-    config = LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
-                        target_modules=meta.get("target_modules"))
-    setattr(peft_model, _ATTR, config)
-    return peft_model
-
-
-def _lora_shape_problems(model, weights: Path) -> list[str]:
-    from safetensors import safe_open
-
-    modules = dict(model.named_modules())
-    problems = []
-    with safe_open(weights, "pt") as f:
-        for key in f.keys():
-            if ".lora_A." not in key and ".lora_B." not in key:
-                continue
-            name = key.removeprefix("base_model.model.").split(".lora_")[0]
-            module = modules.get(name)
-            shape = f.get_slice(key).get_shape()
-            if module is None or not hasattr(module, "weight"):
-                problems.append(f"{name} does not exist in the model")
-                continue
-            out_f, in_f = module.weight.shape
-            if weight_is_transposed(model, module):  # GPT-2's Conv1D stores [in, out]
-                out_f, in_f = in_f, out_f
-            if ".lora_A." in key and shape[1] != in_f:
-                problems.append(f"{name}: adapter input size {shape[1]}, model {in_f}")
-            if ".lora_B." in key and shape[0] != out_f:
-                problems.append(f"{name}: adapter output size {shape[0]}, model {out_f}")
-    return problems

@@ -27,6 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 
 from groundtune.arch import AttentionSpec, attention_layers, family, project_kv
 from groundtune.kvcache import cache_from
+from groundtune.methods import Method, register
 
 PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
 
@@ -187,3 +188,7 @@ def detach(model):
     if hasattr(model, "groundtune_base_attention"):
         del model.groundtune_base_attention
     return model
+
+
+register(Method(LlamaAdapterConfig, attach, detach, describe=lambda config: {"layer": config.layers,
+                                                                              "length": config.length}))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from groundtune import arch
+from groundtune.methods import Method, clear_attached, mark_attached, register
 
 
 @dataclass
@@ -70,9 +72,58 @@ def detach(model):
 
 def merge_and_unload(model):
     """Fold LoRA into the base weights: the returned plain model runs at base speed."""
-    from groundtune.methods import _ATTR
-
     merged = model.merge_and_unload()
-    if hasattr(merged, _ATTR):
-        delattr(merged, _ATTR)
+    clear_attached(merged)
     return merged
+
+
+def save(model, folder: Path) -> None:
+    model.save_pretrained(folder)  # peft's own layout: loads in plain PeftModel.from_pretrained
+
+
+def load(model, folder: Path, meta: dict):
+    """A peft LoRA folder onto `model` (after its shapes are checked against the model's)."""
+    from peft import PeftModel
+
+    from groundtune.methods.io import WEIGHTS_NAME
+
+    problems = _lora_shape_problems(model, folder / WEIGHTS_NAME)
+    if problems:  # checked before peft injects anything, so a refused adapter leaves the base untouched
+        raise ValueError(
+            f"adapter {folder} does not fit this model (trained on {meta.get('base_model_name_or_path')}): "
+            + "; ".join(problems[:5])
+        )
+    peft_model = PeftModel.from_pretrained(model, folder, is_trainable=True)  # same state as after attach()
+    config = LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
+                        target_modules=meta.get("target_modules"))
+    mark_attached(peft_model, config)
+    return peft_model
+
+
+def _lora_shape_problems(model, weights: Path) -> list[str]:
+    from safetensors import safe_open
+
+    modules = dict(model.named_modules())
+    problems = []
+    with safe_open(weights, "pt") as f:
+        for key in f.keys():
+            if ".lora_A." not in key and ".lora_B." not in key:
+                continue
+            name = key.removeprefix("base_model.model.").split(".lora_")[0]
+            module = modules.get(name)
+            shape = f.get_slice(key).get_shape()
+            if module is None or not hasattr(module, "weight"):
+                problems.append(f"{name} does not exist in the model")
+                continue
+            out_f, in_f = module.weight.shape
+            if arch.weight_is_transposed(model, module):  # GPT-2's Conv1D stores [in, out]
+                out_f, in_f = in_f, out_f
+            if ".lora_A." in key and shape[1] != in_f:
+                problems.append(f"{name}: adapter input size {shape[1]}, model {in_f}")
+            if ".lora_B." in key and shape[0] != out_f:
+                problems.append(f"{name}: adapter output size {shape[0]}, model {out_f}")
+    return problems
+
+
+register(Method(LoraConfig, attach, detach, save=save, load=load, peft_types=("LORA",),
+                describe=lambda config: {"layer": "all", "length": f"r={config.r}, α={config.alpha}"}))

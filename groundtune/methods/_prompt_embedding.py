@@ -1,4 +1,4 @@
-"""The prompt family: prompt tuning, DePT and ACCEPT, as one transform of the input embeddings.
+"""What the prompt family shares: prompt tuning, DePT and ACCEPT are one transform of the input embeddings.
 
 All three change only what enters the first layer:
 
@@ -12,12 +12,13 @@ All three change only what enters the first layer:
   SCPP builds P this way (m·K·r + r·hidden parameters), SCAP builds U this way (ℓ·K'·r' + r'·hidden); without
   SCAP the added part is DePT's A·B. Prompt and added part train at two learning rates.
 
-peft has prompt tuning but neither DePT nor ACCEPT, and the three differ only in how P and U are built, so one
-transform serves them all, on decoders and encoders alike: a forward pre-hook on the top-level model turns
+peft has prompt tuning but neither DePT nor ACCEPT, and the three differ only in how P and U are built (each in
+its own file: prompt_tuning.py, dept.py, accept.py), so one transform serves them all, on decoders and encoders
+alike: a forward pre-hook on the top-level model turns
 `input_ids` into `inputs_embeds` and fixes up what the longer sequence needs.
 
 Decoders (causal LMs, for training and `generate()` with a KV cache, left or right padding): the prompt goes
-first. Masks, positions and labels are given in the text's coordinates and the hook shifts them: ones are put
+first, after any left padding. Masks, positions and labels are given in the text's coordinates and the hook shifts them: ones are put
 before the attention mask, -100 before the labels, and the text's positions (counted over its attention mask,
 so that a left-padded row sees exactly what it sees unpadded) move up by m, the prompt taking 0..m-1. On
 decoding steps (a non-empty cache) only the mask and positions change. The logits come back for the text's
@@ -33,85 +34,20 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from groundtune.kvcache import cache_from, past_length
-from groundtune.methods.bitfit import restore_in_place, task_head, train_in_place
+from groundtune.methods import Method
+from groundtune.methods._in_place import restore_in_place, task_head, train_in_place
 
 MODULE = "groundtune_prompt"  # the transform's attribute on the model: parameter names start with it
 _HOOKS = "_groundtune_prompt_hooks"
 INITS = ("text", "vocab", "random")
 
 
-@dataclass
-class PromptTuningConfig:
-    """length: prompt vectors m. init: "vocab" (embeddings of tokens sampled uniformly from the vocabulary),
-    "text" (embeddings of init_text's tokens, repeated to m) or "random" (normal, with the embedding table's
-    mean and std). tokenizer: for init="text", a tokenizer folder or hub id; default the model's own folder."""
-
-    method = "prompt_tuning"
-    length: int = 20
-    init: str = "vocab"
-    init_text: str | None = None
-    tokenizer: str | None = None
-
-    def __post_init__(self):
-        _check_prompt(self)
-
-
-@dataclass
-class DeptConfig:
-    """DePT: a prompt of `length` vectors plus A [max_length, rank] · B [rank, hidden] added to the embeddings of
-    the first max_length text positions. update_lr: learning rate of A and B (None: the run's lr)."""
-
-    method = "dept"
-    length: int = 60
-    rank: int = 30
-    max_length: int = 256
-    init: str = "vocab"
-    init_text: str | None = None
-    tokenizer: str | None = None
-    update_lr: float | None = None
-
-    def __post_init__(self):
-        _check_prompt(self)
-        if self.rank < 1 or self.max_length < 1:
-            raise ValueError(f"DeptConfig: rank and max_length must be >= 1 (got {self.rank}, {self.max_length})")
-
-
-@dataclass
-class AcceptConfig:
-    """ACCEPT. SCPP: `length` prompt vectors from `subspaces` (K) codebooks of `codewords` (r) each. The added
-    part over the first max_length positions: SCAP (scap=True) from scap_subspaces × scap_codewords, else DePT's
-    A·B of `rank` (rank=0: none). Subspace counts must divide hidden; None picks the paper's sub-vector sizes:
-    t = 32 for SCPP and 256 for SCAP (the largest divisor of hidden at or below hidden/t). update_lr: learning
-    rate of the added part (None: the run's lr); the paper trains the prompt near 0.3 and the added part near 1e-3.
-    """
-
-    method = "accept"
-    length: int = 60
-    subspaces: int | None = None
-    codewords: int = 20
-    scap: bool = True
-    scap_subspaces: int | None = None
-    scap_codewords: int = 30
-    max_length: int = 256
-    rank: int = 0
-    update_lr: float | None = None
-
-    def __post_init__(self):
-        if self.length < 1 or self.codewords < 1 or self.max_length < 1:
-            raise ValueError(f"AcceptConfig: length, codewords and max_length must be >= 1 ({self})")
-        if self.scap and self.scap_codewords < 1:
-            raise ValueError(f"AcceptConfig: scap_codewords must be >= 1, got {self.scap_codewords}")
-        if self.rank < 0:
-            raise ValueError(f"AcceptConfig: rank must be >= 0, got {self.rank}")
-
-
-def _check_prompt(config) -> None:
+def check_prompt(config) -> None:
     name = type(config).__name__
     if config.length < 1:
         raise ValueError(f"{name}: length must be >= 1, got {config.length}")
@@ -119,6 +55,7 @@ def _check_prompt(config) -> None:
         raise ValueError(f"{name}: init must be one of {', '.join(INITS)}, not {config.init!r}")
     if config.init == "text" and not config.init_text:
         raise ValueError(f"{name}: init='text' needs init_text (e.g. 'Classify if the sentences are paraphrases:')")
+
 
 
 # ---- the ways to build a table of n vectors ----
@@ -193,21 +130,12 @@ class PromptTransform(nn.Module):
         return table[index]
 
 
-# ---- building the transform from a config ----
+# ---- what the tables start from ----
 
-def _hidden(model) -> int:
+def hidden_size(model) -> int:
     return model.get_input_embeddings().weight.shape[1]
 
-
-def default_subspaces(hidden: int, sub_dim: int) -> int:
-    """The largest divisor of hidden at or below hidden / sub_dim (at least 1)."""
-    k = max(1, hidden // sub_dim)
-    while hidden % k:
-        k -= 1
-    return k
-
-
-def _initial_prompt(model, config) -> torch.Tensor:
+def initial_prompt(model, config) -> torch.Tensor:
     embedding = model.get_input_embeddings()
     weight = embedding.weight
     m = config.length
@@ -243,27 +171,6 @@ def _text_ids(model, config) -> list[int]:
     if not ids:
         raise ValueError(f"init_text {config.init_text!r} gives no tokens")
     return ids
-
-
-def build_transform(model, config) -> PromptTransform:
-    hidden = _hidden(model)
-    if isinstance(config, PromptTuningConfig):
-        return PromptTransform(DenseTable(_initial_prompt(model, config)), None)
-    if isinstance(config, DeptConfig):
-        return PromptTransform(DenseTable(_initial_prompt(model, config)),
-                               LowRankTable(config.max_length, config.rank, hidden))
-    if isinstance(config, AcceptConfig):
-        prompt = CodebookTable(config.length, config.subspaces or default_subspaces(hidden, 32), config.codewords, hidden)
-        if config.scap:
-            # Zero codebook: the added part starts at zero, as DePT's B does. The paper's code draws it at random
-            # too and leaves zero init as a commented-out option; a random start perturbs every input embedding.
-            update = CodebookTable(config.max_length, config.scap_subspaces or default_subspaces(hidden, 256),
-                                   config.scap_codewords, hidden, zero_codebook=True)
-        else:
-            update = LowRankTable(config.max_length, config.rank, hidden) if config.rank else None
-        return PromptTransform(prompt, update)
-    raise TypeError(f"not a prompt-family config: {config!r}")
-
 
 # ---- the hook ----
 
@@ -422,11 +329,11 @@ def _post_hook(model, args, kwargs, output):
             output.logits = logits[:, -keep:]  # logits_to_keep: the last positions are the text's, as before
     return output
 
-
 # ---- the method contract ----
 
-def attach(model, config):
-    transform = build_transform(model, config).to(model.get_input_embeddings().weight.device)
+def attach_transform(model, transform: PromptTransform):
+    """Put `transform` before the model's first layer (the shared attach of the three methods)."""
+    transform = transform.to(model.get_input_embeddings().weight.device)
     setattr(model, MODULE, transform)
     model._groundtune_forward_args = list(inspect.signature(type(model).forward).parameters)[1:]
     model._groundtune_bidirectional = is_bidirectional(model)
@@ -458,3 +365,9 @@ def optimizer_groups(model, config, lr: float) -> list[dict]:
         groups.append({"params": list(update.parameters()), "lr": getattr(config, "update_lr", None) or lr,
                        "name": "update"})
     return groups
+
+
+def prompt_method(config: type, build, describe) -> Method:
+    """The registry entry of a prompt-family method: `build(model, config)` makes its PromptTransform."""
+    return Method(config, lambda model, c: attach_transform(model, build(model, c)), detach,
+                  optimizer_groups=optimizer_groups, describe=describe)

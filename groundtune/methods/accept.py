@@ -1,0 +1,62 @@
+"""ACCEPT (Lin et al., 2024): prompt and added part from product-quantised codebooks, SCPP and SCAP
+(see _prompt_embedding for the transform, CodebookTable for the construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from groundtune.methods import register
+from groundtune.methods._prompt_embedding import (
+    CodebookTable, LowRankTable, PromptTransform, hidden_size, prompt_method)
+
+
+@dataclass
+class AcceptConfig:
+    """ACCEPT. SCPP: `length` prompt vectors from `subspaces` (K) codebooks of `codewords` (r) each. The added
+    part over the first max_length positions: SCAP (scap=True) from scap_subspaces × scap_codewords, else DePT's
+    A·B of `rank` (rank=0: none). Subspace counts must divide hidden; None picks the paper's sub-vector sizes:
+    t = 32 for SCPP and 256 for SCAP (the largest divisor of hidden at or below hidden/t). update_lr: learning
+    rate of the added part (None: the run's lr); the paper trains the prompt near 0.3 and the added part near 1e-3.
+    """
+
+    method = "accept"
+    length: int = 60
+    subspaces: int | None = None
+    codewords: int = 20
+    scap: bool = True
+    scap_subspaces: int | None = None
+    scap_codewords: int = 30
+    max_length: int = 256
+    rank: int = 0
+    update_lr: float | None = None
+
+    def __post_init__(self):
+        if self.length < 1 or self.codewords < 1 or self.max_length < 1:
+            raise ValueError(f"AcceptConfig: length, codewords and max_length must be >= 1 ({self})")
+        if self.scap and self.scap_codewords < 1:
+            raise ValueError(f"AcceptConfig: scap_codewords must be >= 1, got {self.scap_codewords}")
+        if self.rank < 0:
+            raise ValueError(f"AcceptConfig: rank must be >= 0, got {self.rank}")
+
+
+def default_subspaces(hidden: int, sub_dim: int) -> int:
+    """The largest divisor of hidden at or below hidden / sub_dim (at least 1)."""
+    k = max(1, hidden // sub_dim)
+    while hidden % k:
+        k -= 1
+    return k
+
+def build(model, config: AcceptConfig) -> PromptTransform:
+    hidden = hidden_size(model)
+    prompt = CodebookTable(config.length, config.subspaces or default_subspaces(hidden, 32), config.codewords, hidden)
+    if config.scap:
+        # Zero codebook: the added part starts at zero, as DePT's B does. The paper's code draws it at random
+        # too and leaves zero init as a commented-out option; a random start perturbs every input embedding.
+        update = CodebookTable(config.max_length, config.scap_subspaces or default_subspaces(hidden, 256),
+                               config.scap_codewords, hidden, zero_codebook=True)
+    else:
+        update = LowRankTable(config.max_length, config.rank, hidden) if config.rank else None
+    return PromptTransform(prompt, update)
+
+
+register(prompt_method(AcceptConfig, build, describe=lambda config: {"layer": "input", "length": config.length}))
