@@ -29,7 +29,7 @@ import torch
 
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport
-from groundtune.fileio import jsonl_lines
+from groundtune.fileio import jsonl_lines, read_text
 from groundtune.kvcache import cache_from, cache_kwargs
 
 NSMC_TEMPLATE = "문장의 긍정, 부정을 분류하세요. {text} 정답: {label}"
@@ -76,7 +76,7 @@ class ClassifyTask:
 
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = yaml.safe_load(read_text(path, what="task file")) or {}
         except FileNotFoundError:
             raise FileNotFoundError(f"task file {path} does not exist") from None
         except yaml.YAMLError as err:
@@ -147,7 +147,7 @@ def load_labelled(path: str | Path, task: ClassifyTask | None = None) -> tuple[l
 
 
 def _records(path: Path, task: ClassifyTask):
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, what="data file")
     if path.suffix in (".jsonl", ".json"):
         if text.lstrip().startswith("["):
             try:

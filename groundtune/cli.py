@@ -180,13 +180,18 @@ def train(
 def sweep(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Sweep YAML: a base config and runs with grids."),
     output_dir: Optional[Path] = typer.Option(None, help="Default: the sweep's output_dir, else runs/<config name>."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the cells a stopped sweep left unfinished, from "
+                                "their checkpoints (their settings must be unchanged)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start unfinished cells afresh; also allows an "
+                                   "output folder that holds other files."),
 ):
     """Run a grid (method x layers x length x learning rate) and write the paper's Table 2 layout as results.md
-    and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Finished runs are
-    skipped, so a stopped sweep continues."""
+    and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Each cell is keyed
+    on its full resolved config: finished cells with the same config are reused, changed ones are trained again,
+    and --resume continues a stopped sweep."""
     from groundtune.sweep import markdown_table, run_sweep
 
-    rows = run_sweep(config, output_dir)
+    rows = run_sweep(config, output_dir, resume=resume, overwrite=overwrite)
     typer.echo(markdown_table(rows))
 
 # --- prompt-family commands (glue) ---

@@ -62,10 +62,11 @@ def check_value(key: str, value, hint) -> Any:
     """`value` for the setting `key` of type `hint`, range-checked (RANGES); raises ConfigError naming the key,
     the value and what is allowed. Numbers written as strings ("3e-4", which YAML reads as text) are read."""
     kinds, optional = _kinds(hint)
+    allowed = RANGES.get(key.rsplit(".", 1)[-1], Range())
     if value is None:
         if optional or not kinds & {"int", "float"}:
             return value
-        raise ConfigError(f"{key} is not set; it must be a number in {RANGES.get(key, Range())}")
+        raise ConfigError(f"{key} is not set; it must be a number in {allowed}")
     if kinds & {"int", "float"} and not isinstance(value, bool):
         number = value
         if isinstance(value, str):
@@ -76,12 +77,11 @@ def check_value(key: str, value, hint) -> Any:
         if "float" in kinds and isinstance(number, (int, float)):
             number = float(number)
         if isinstance(number, int) or (isinstance(number, float) and "float" in kinds and math.isfinite(number)):
-            allowed = RANGES.get(key, Range())
             if number not in allowed:
                 raise ConfigError(f"{key} is {value!r}; it must be in {allowed}" + (" (or unset)" if optional else ""))
             return number
         what = "a whole number" if "float" not in kinds else "a finite number"
-        raise ConfigError(f"{key} is {value!r}; it must be {what} in {RANGES.get(key, Range())}")
+        raise ConfigError(f"{key} is {value!r}; it must be {what} in {allowed}")
     if "bool" in kinds and not isinstance(value, bool):
         raise ConfigError(f"{key} is {value!r}; it must be true or false")
     if "str" in kinds and not kinds & {"bool", "dict", "list"} and not isinstance(value, str):
@@ -102,13 +102,15 @@ def validate(obj, prefix: str = "") -> None:
 
 def check_method(block, where: str = "method") -> None:
     """Check a method block ({method: llama_adapter, layers: 30, ...}) against its method's config class."""
-    from groundtune.methods import METHODS, config_class
+    from groundtune import methods
 
     if not isinstance(block, dict):
         raise ConfigError(f"{where} is {block!r}; it must be a mapping such as {{method: llama_adapter}}")
     name = block.get("method")
-    if name not in METHODS:
-        raise ConfigError(f"{where}.method is {name!r}; choose one of {', '.join(METHODS)}")
+    known = methods.names()
+    if name not in known:
+        raise ConfigError(f"{where}.method is {name!r}; choose one of {', '.join(known)}")
+    config_class = methods.config_class
     cls = config_class(name)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(block) - set(fields) - {"method"})

@@ -12,6 +12,10 @@ class GroundtuneError(ValueError):
     """Bad input or a refused action. The message names the file, record or key and the fix."""
 
 
+class DataError(GroundtuneError):
+    """A data file that cannot be read as asked. The message names the file, the record and the fix."""
+
+
 class ConfigError(GroundtuneError):
     """A run, sweep or task config that cannot be used as written: the message names the file and the key."""
 

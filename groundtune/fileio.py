@@ -160,9 +160,11 @@ def read_text(path: str | os.PathLike, *, error: type[Exception] | None = None, 
                     f"(e.g. iconv -f cp949 -t utf-8)") from None
 
 
-def open_text(path: str | os.PathLike, *, error: type[Exception] | None = None, what: str = "file"):
-    """Lines of a UTF-8 text file, read whole through read_text (so bad bytes name the file and line)."""
-    return read_text(path, error=error, what=what).splitlines(keepends=True)
+@contextlib.contextmanager
+def text_lines(path: str | os.PathLike, *, error: type[Exception] | None = None, what: str = "file"):
+    """`with text_lines(path) as lines:` in place of `with open(path) as f:`, for UTF-8 text read whole through
+    read_text, so bytes that are not UTF-8 name the file and line instead of failing mid-iteration."""
+    yield read_text(path, error=error, what=what).splitlines(keepends=True)
 
 
 def jsonl_lines(lines, path: str | os.PathLike, shape: str, error: type[Exception] = ValueError):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from groundtune.data import DataError
 from groundtune.data.grounded import DropReport, Sample
-from groundtune.fileio import jsonl_lines
+from groundtune.fileio import jsonl_lines, read_text
 
 SUMMARIZE_PROMPT = "주어진 기사를 요약하세요 기사: {document}"
 
@@ -76,7 +76,7 @@ def _pair(record: dict, where: str, report: DropReport) -> SummaryPair | None:
 
 
 def _records(path: Path):
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, what="data file")
     if path.suffix == ".jsonl" or not text.lstrip().startswith(("[", "{")) or _is_jsonl(text):
         for line_no, record in jsonl_lines(text.splitlines(), path, "{document, summary}", DataError):
             yield f"{path}:{line_no}", record

@@ -10,7 +10,9 @@ A sweep YAML has a `base` run config and a list of `runs`, each a method block a
         grid: {lr: [3.0e-4]}
 
 Grid keys that are run settings (lr, epochs, ...) go to the run; the others are method options. Each run writes
-its own folder; finished runs are skipped, so a stopped sweep continues where it was.
+its own folder. A rerun keys every cell on its full resolved config: a finished cell whose config is unchanged
+is reused, one whose config changed is trained again; `resume=True` continues cells a killed sweep left
+unfinished (from their checkpoints).
 """
 
 from __future__ import annotations
@@ -22,26 +24,42 @@ import itertools
 import json
 from pathlib import Path
 
-import yaml
 
-from groundtune.config import TrainConfig, from_dict
-from groundtune.fileio import atomic_write
+from groundtune.config import TrainConfig, from_dict, read_yaml
+from groundtune.errors import ConfigError, OutputError
+from groundtune.fileio import atomic_write, check_output
 
 COLUMNS = ["method", "layer", "length", "learning rate", "F1", "METEOR", "ROUGE-L", "SacreBLEU"]
 _RUN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+SWEEP_KEYS = ("base", "runs", "output_dir")
+ENTRY_KEYS = ("method", "grid")
+MARKER = "sweep.json"  # marks a folder as a sweep's own output
 
 
 def expand(sweep: dict, where: str = "sweep") -> list[tuple[str, TrainConfig]]:
     """(run name, config) for every point of every grid."""
-    base = sweep.get("base", {})
+    unknown = sorted(set(sweep) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {list(SWEEP_KEYS)}")
+    base = sweep.get("base") or {}
     runs = sweep.get("runs")
-    if not runs:
-        raise ValueError(f"{where}: no 'runs' list; each entry needs a 'method' block and an optional 'grid'")
+    if not runs or not isinstance(runs, list):
+        raise ConfigError(f"{where}: no 'runs' list; each entry needs a 'method' block and an optional 'grid'")
+    if not isinstance(base, dict):
+        raise ConfigError(f"{where}: base must be a mapping of run settings")
     out = []
     for i, entry in enumerate(runs):
-        method, grid = dict(entry.get("method", {})), entry.get("grid", {})
-        if "method" not in method:
-            raise ValueError(f"{where}: runs[{i}].method needs a 'method' key (llama_adapter, lora, ...)")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: runs[{i}] must be a mapping with 'method' and 'grid'")
+        unknown = sorted(set(entry) - set(ENTRY_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: runs[{i}]: unknown key(s) {unknown}; known keys: {list(ENTRY_KEYS)}")
+        method, grid = entry.get("method") or {}, entry.get("grid") or {}
+        if not isinstance(method, dict) or "method" not in method:
+            raise ConfigError(f"{where}: runs[{i}].method needs a 'method' key (llama_adapter, lora, ...)")
+        if not isinstance(grid, dict):
+            raise ConfigError(f"{where}: runs[{i}].grid must be a mapping of setting -> list of values")
+        method = dict(method)
         keys = list(grid)
         for values in itertools.product(*(grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys)):
             point = dict(zip(keys, values))
@@ -133,23 +151,67 @@ def loss_curves(runs: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train and evaluate every grid point; write results.md, results.csv, heatmap.png, loss_curves.png."""
-    from groundtune.pipeline import train_and_evaluate
-
-    path = Path(path)
+def _finished(cfg: TrainConfig) -> dict | None:
+    """The cell's results.json when it was written by a run of exactly `cfg`, else None."""
+    done = Path(cfg.output_dir) / "results.json"
     try:
-        sweep = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        result = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    # the full resolved config, through JSON as results.json holds it
+    return result if result.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))) else None
+
+
+def plan(path: str | Path, out_dir: str | Path | None = None) -> tuple[Path, list[tuple[str, TrainConfig, str]]]:
+    """(output folder, [(cell name, config, 'done' | 'resume' | 'changed' | 'new')]) without training anything."""
+    path = Path(path)
+    sweep = read_yaml(path)
     out = Path(out_dir or sweep.get("output_dir") or Path("runs") / path.stem)
-    rows, curves, signatures = [], {}, []
+    cells = []
     for name, cfg in expand(sweep, str(path)):
         cfg.output_dir = str(out / name)
-        done = Path(cfg.output_dir) / "results.json"
-        if not done.exists():
-            train_and_evaluate(cfg, progress=progress)
-        result = json.loads(done.read_text())
+        cell = Path(cfg.output_dir)
+        if _finished(cfg) is not None:
+            state = "done"
+        elif (cell / "checkpoint").exists() and not (cell / "results.json").exists():
+            state = "resume"
+        elif cell.exists() and any(cell.iterdir()):
+            state = "changed"
+        else:
+            state = "new"
+        cells.append((name, cfg, state))
+    return out, cells
+
+
+def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: bool = True, *,
+              resume: bool = False, overwrite: bool = False) -> list[dict]:
+    """Train and evaluate every grid point; write results.md, results.csv, heatmap.png, loss_curves.png.
+
+    Cells already finished with the same full config are reused; cells whose config changed are trained again;
+    a cell a killed sweep left unfinished is continued from its checkpoint with `resume` (its settings must
+    not have changed), or started afresh with `overwrite`. Without either, an unfinished cell is refused."""
+    from groundtune.pipeline import train_and_evaluate
+    from groundtune.train import prepare_output
+
+    path = Path(path)
+    out, cells = plan(path, out_dir)
+    if not (out / MARKER).exists():
+        check_output(out, inputs=[path], overwrite=overwrite)
+    unfinished = [name for name, _, state in cells if state == "resume"]
+    if unfinished and not (resume or overwrite):
+        raise OutputError(f"{out}: {len(unfinished)} cell(s) a stopped sweep left unfinished ({', '.join(unfinished)}): "
+                          "pass --resume to continue them, or --overwrite to start them afresh")
+    for name, cfg, state in cells:  # every setting checked before the first cell trains
+        if state == "resume" and resume:
+            prepare_output(cfg, resume=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / MARKER, json.dumps({"sweep": str(path), "cells": {n: s for n, _, s in cells}}, indent=2) + "\n")
+    rows, curves, signatures = [], {}, []
+    for name, cfg, state in cells:
+        if state != "done":
+            train_and_evaluate(cfg, progress=progress, resume=state == "resume" and resume,
+                               overwrite=state in ("changed", "resume"))
+        result = json.loads((Path(cfg.output_dir) / "results.json").read_text())
         rows.append(row(cfg, result["scores"]))
         signatures = result.get("signatures", signatures)
         curves[name] = result["losses"]

@@ -84,8 +84,14 @@ def workspace(tmp_path_factory):
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     (root / "docs.txt").write_text("Renew your licence online.\n\nA lapsed insurance policy needs a new quote.\n\n"
                                    "Pay the fee at the office.\n")
-    assert cli("index", root / "docs.txt", "-o", root / "index", "--no-dense").exit_code == 0
     return root
+
+
+@pytest.fixture(scope="module")
+def index_dir(workspace):
+    result = cli("index", workspace / "docs.txt", "-o", workspace / "index", "--no-dense")
+    assert result.exit_code == 0, result.output
+    return workspace / "index"
 
 
 # --- 1. outputs never destroy what is there -------------------------------------------------------------------
@@ -107,7 +113,7 @@ def test_index_refuses_a_non_empty_output_and_an_input_as_output(workspace, tmp_
     assert not (user / "important.txt").exists() and (user / "index.json").exists()
 
 
-def test_train_reranker_refuses_a_non_empty_output(workspace, tmp_path):
+def test_train_reranker_refuses_a_non_empty_output(workspace, index_dir, tmp_path):
     user = tmp_path / "userdir"
     user.mkdir()
     (user / "important.txt").write_text("precious")
@@ -224,3 +230,244 @@ def test_killed_merge_temp_folder_is_cleaned_by_the_next_run(tmp_path):
     chat_vector(models["base"], models["chat"], models["cp"], out, progress=False)
     assert (out / "config.json").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+# --- 3. a resume refuses settings that change the result ------------------------------------------------------
+
+
+def test_resume_refuses_changed_settings_and_lists_them(workspace, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config(workspace, output_dir=str(tmp_path / "run"))))
+    assert cli("train", path).exit_code == 0
+    before = snapshot(tmp_path / "run")
+    other = tmp_path / "other.jsonl"
+    other.write_text((workspace / "train.jsonl").read_text())
+    msg = refused(cli("train", path, "--resume", "--set", "lr=0.5"), "lr: 0.01 -> 0.5", "checkpoint", before=before)
+    assert "--overwrite" in msg
+    refused(cli("train", path, "--resume", "--set", f"data.train={other}", "--set", "seed=1"), "data.train",
+            "seed: 42 -> 1", before=before)
+    refused(cli("train", path, "--resume", "--set", "max_steps=1"), "max_steps: 2 -> 1", before=before)
+    # logging settings, and an explicit longer schedule, may change
+    result = cli("train", path, "--resume", "--set", "log_every=1", "--set", "max_steps=3")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["config"]["max_steps"] == 3 and [r["step"] for r in saved["losses"]] == [1, 2, 3]
+    # a fresh start over the finished run needs --overwrite
+    refused(cli("train", path), "already holds a checkpoint", "--resume", "--overwrite")
+
+
+def test_corrupt_checkpoint_is_named_before_training(workspace, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config(workspace, output_dir=str(tmp_path / "run"))))
+    assert cli("train", path).exit_code == 0
+    ckpt = tmp_path / "run" / "checkpoint"
+    (ckpt / "state.json").write_text("{not json")
+    before = snapshot(tmp_path / "run")
+    refused(cli("train", path, "--resume"), ckpt / "state.json", before=before)
+    (ckpt / "state.json").write_text(json.dumps({"step": 1}))
+    (ckpt / "trainable.safetensors").write_bytes(b"\x10\x00\x00")
+    before = snapshot(tmp_path / "run")
+    refused(cli("train", path, "--resume"), ckpt, "corrupt", before=before)
+
+
+# --- 5 and 10. every setting has a type and a range, checked when the config is read ----------------------------
+
+
+@pytest.mark.parametrize("key, value, shown", [
+    ("max_steps", -5, "[1, inf)"), ("epochs", 0, "(0, inf)"), ("epochs", -1, "(0, inf)"), ("lr", "fast", "lr"),
+    ("max_steps", "three", "whole number"), ("batch_size", 0, "[1, inf)"), ("grad_accum", 0, "[1, inf)"),
+    ("warmup_ratio", 2, "[0, 1]"), ("precision", "fp8", "bf16"), ("data", {"max_answer_tokens": -1}, "data.max_answer_tokens"),
+    ("data", {"histroy_turns": 1}, "histroy_turns"), ("method", {"method": "llama_adapter", "layres": 2}, "layres"),
+    ("method", {"method": "llama_adapter", "length": 0}, "method.length is 0"), ("learning_rate", 0.1, "known keys"),
+])
+def test_bad_setting_is_refused_before_the_model_loads(workspace, tmp_path, key, value, shown):
+    # the model does not exist: an error about the setting proves nothing was loaded first
+    cfg = run_config(workspace, model=str(tmp_path / "no-model"), output_dir=str(tmp_path / "run"))
+    cfg[key] = value
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    msg = refused(cli("train", path), path, shown)
+    assert "no-model" not in msg and not (tmp_path / "run").exists()
+    # the same setting in a sweep's base (or its runs' method block) is refused the same way
+    sweep = _sweep_file(tmp_path, cfg, method=cfg["method"] if key == "method" else None, lr=cfg.get("lr"))
+    refused(cli("sweep", sweep), sweep, shown)
+
+
+def test_set_override_is_checked_like_the_file(workspace, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(run_config(workspace, model=str(tmp_path / "no-model"))))
+    refused(cli("train", path, "--set", "lr=fast"), "lr is 'fast'")
+    refused(cli("train", path, "--set", "max_steps=-5"), "max_steps is -5", "[1, inf)")
+
+
+def test_demo_and_glue_refuse_non_positive_lengths(tmp_path):
+    refused(cli("demo", "--steps", "-1", "--output-dir", tmp_path / "demo"), "--steps is -1")
+    refused(cli("glue", "--task", "mrpc", "--set", "epochs=-1", "--output-dir", tmp_path / "g"), "epochs is -1",
+            "(0, inf)")
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("kind", ["yaml", "train_jsonl", "predictions", "classify_tsv", "summarize_json"])
+def test_non_utf8_input_names_the_file_and_line(workspace, tmp_path, kind):
+    bad = "안녕\n".encode("cp949")
+    if kind == "yaml":
+        path = tmp_path / "run.yaml"
+        path.write_bytes(b"lr: 0.01\n# " + bad)
+        refused(cli("train", path), path, "line 2", "UTF-8")
+    elif kind == "train_jsonl":
+        path = tmp_path / "train.jsonl"
+        path.write_bytes((workspace / "train.jsonl").read_bytes() + bad)
+        cfg = tmp_path / "run.yaml"
+        cfg.write_text(yaml.safe_dump(run_config(workspace, output_dir=str(tmp_path / "run"),
+                                                 data={"format": "jsonl", "train": str(path)})))
+        refused(cli("train", cfg), path, "line 9", "UTF-8")
+    elif kind == "predictions":
+        path = tmp_path / "p.jsonl"
+        path.write_bytes(b'{"prediction": "a", "reference": "' + bad.strip() + b'"}\n')
+        refused(cli("eval", "--predictions", path), path, "line 1", "UTF-8")
+    elif kind == "classify_tsv":
+        path = tmp_path / "rows.txt"
+        path.write_bytes(b"id\tdocument\tlabel\n1\t" + bad.strip() + b"\t1\n")
+        refused(cli("classify", path, "--shots", "0", "--model", workspace / "model"), path, "line 2", "UTF-8")
+    else:
+        path = tmp_path / "pairs.json"
+        path.write_bytes(b'[{"article": "' + bad.strip() + b'", "summary": "x"}]')
+        refused(cli("summarize-eval", path, "--model", workspace / "model"), path, "line 1", "UTF-8")
+
+
+# --- 4 and 9. sweeps: keyed on the full config, unknown keys refused, a killed sweep continues ------------------
+
+
+def _sweep_file(tmp_path, base, method=None, lr=1e-2, **top):
+    base = {k: v for k, v in base.items() if k not in ("output_dir", "method")}
+    sweep = {"output_dir": str(tmp_path / "sweep"), "base": base,
+             "runs": [{"method": method or {"method": "llama_adapter", "layers": 1, "length": 2},
+                       "grid": {"lr": [lr]}}], **top}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_sweep_reruns_a_cell_whose_config_changed(workspace, tmp_path):
+    path = _sweep_file(tmp_path, run_config(workspace))
+    assert cli("sweep", path).exit_code == 0
+    cell = tmp_path / "sweep" / "llama_adapter-lr0.01" / "results.json"
+    assert json.loads(cell.read_text())["config"]["max_steps"] == 2
+    before = snapshot(tmp_path / "sweep")
+    assert cli("sweep", path).exit_code == 0  # nothing changed: nothing trains again
+    assert not [p for p in before.changed() if not p.endswith((".md", ".csv", ".png", "sweep.json"))]
+    path = _sweep_file(tmp_path, run_config(workspace, max_steps=3))
+    assert cli("sweep", path).exit_code == 0
+    saved = json.loads(cell.read_text())
+    assert saved["config"]["max_steps"] == 3 and len(saved["losses"]) == 3
+
+
+def test_sweep_refuses_unknown_keys(workspace, tmp_path):
+    path = _sweep_file(tmp_path, run_config(workspace), bse={"lr": 1})
+    refused(cli("sweep", path), path, "bse", "base")
+    sweep = yaml.safe_load(path.read_text())
+    sweep.pop("bse")
+    sweep["runs"][0]["gird"] = {"lr": [1]}
+    path.write_text(yaml.safe_dump(sweep))
+    refused(cli("sweep", path), path, "gird", "grid")
+    assert not (tmp_path / "sweep").exists()
+
+
+_DIE_AT_SECOND_CHECKPOINT = textwrap.dedent("""
+    import os, signal, sys
+    from groundtune import train as T
+    from groundtune.cli import app
+    original, calls = T.save_file, [0]
+    def save_then_die(tensors, path, *args, **kwargs):
+        calls[0] += 1
+        original(tensors, path, *args, **kwargs)
+        if calls[0] == {at}:  # in the middle of writing a checkpoint: the tensors are in its temp folder
+            os.kill(os.getpid(), signal.SIGKILL)
+    T.save_file = save_then_die
+    sys.argv = ["groundtune", *{args!r}]
+    app()
+""")
+
+
+def _killed(args, at=2):
+    proc = subprocess.Popen([sys.executable, "-c", _DIE_AT_SECOND_CHECKPOINT.format(args=[str(a) for a in args], at=at)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    return proc
+
+
+def test_killed_train_resumes_and_cleans_its_temp_folder(workspace, tmp_path):
+    path = tmp_path / "run.yaml"
+    out = tmp_path / "run"
+    path.write_text(yaml.safe_dump(run_config(workspace, output_dir=str(out), max_steps=3)))
+    proc = _killed(["train", path])
+    # after the kill: the step-1 checkpoint whole, step 2 half-written in a hidden temp folder, no adapter
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] and not (out / "adapter").exists()
+    assert all(p.name.startswith(f".checkpoint.tmp.{proc.pid}.") for p in out.iterdir() if p.name.startswith("."))
+    before = snapshot(out)
+    refused(cli("train", path), "--resume", before=before)
+    result = cli("train", path, "--resume")
+    assert result.exit_code == 0, result.output
+    # after the rerun: finished, every step once, nothing hidden left
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert [r["step"] for r in json.loads((out / "results.json").read_text())["losses"]] == [1, 2, 3]
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_killed_sweep_continues_with_resume(workspace, tmp_path):
+    path = _sweep_file(tmp_path, run_config(workspace, max_steps=3))
+    cell = tmp_path / "sweep" / "llama_adapter-lr0.01"
+    _killed(["sweep", path])
+    assert json.loads((cell / "checkpoint" / "state.json").read_text())["step"] == 1
+    assert not (cell / "results.json").exists() and not (tmp_path / "sweep" / "results.md").exists()
+    before = snapshot(tmp_path / "sweep")
+    refused(cli("sweep", path), "llama_adapter-lr0.01", "--resume", before=before)
+    result = cli("sweep", path, "--resume")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((cell / "results.json").read_text())
+    assert [r["step"] for r in saved["losses"]] == [1, 2, 3] and (tmp_path / "sweep" / "results.md").exists()
+    assert not [p for p in cell.iterdir() if p.name.startswith(".")]
+
+
+# --- 8. scoring stays within a stated memory bound on any input ------------------------------------------------
+
+
+def test_eval_of_a_200k_word_record_stays_under_1_gb(tmp_path):
+    words = " ".join(f"w{i % 5000}" for i in range(200_000))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"prediction": words, "reference": words[::-1]}) + "\n"
+                     + json.dumps({"prediction": "a b c", "reference": "a c"}) + "\n")
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from typer.testing import CliRunner
+        from groundtune.cli import app
+        result = CliRunner().invoke(app, ["eval", "--predictions", {str(preds)!r}, "--lang", "en",
+                                          "--metrics", "F1,SacreBLEU,ROUGE-L,ROUGE-1,METEOR"])
+        print(result.output)
+        print("exit", result.exit_code, "peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "exit 0" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    peak = int(proc.stdout.rsplit("peak_mb", 1)[1])
+    assert peak < 1024, peak
+    assert "lcs_cap=2000|capped=1" in proc.stdout  # the signature says a text was cut
+
+
+def test_only_the_requested_rouge_type_is_built(monkeypatch):
+    from rouge_score import rouge_scorer
+
+    from groundtune.metrics import score
+
+    built = []
+    real = rouge_scorer.RougeScorer.__init__
+
+    def spy(self, rouge_types, *args, **kwargs):
+        built.extend(rouge_types)
+        real(self, rouge_types, *args, **kwargs)
+
+    monkeypatch.setattr(rouge_scorer.RougeScorer, "__init__", spy)
+    report = score(["a b c"], ["a c"], lang="en", metrics=["ROUGE-1"])
+    assert built == ["rouge1"] and list(report.scores) == ["ROUGE-1"]

@@ -105,9 +105,9 @@ def test_signatures_name_the_settings(wordnet):
     sig = dict(zip(report.metrics, report.signatures))
     assert sig["F1"] == "f1:tok=squad|lang=en|agg=mean"
     assert sig["SacreBLEU"].startswith("sacrebleu:nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
-    assert re.fullmatch(r"meteor:nltk-[\d.]+\|tok=nltk-punkt-en\|stem=porter\|wordnet=wn-3\.0-(system|nltk)\|a=0\.9\|b=3\|g=0\.5",
+    assert re.fullmatch(r"meteor:nltk-[\d.]+\|tok=nltk-punkt-en\|stem=porter\|wordnet=wn-3\.0-(system|nltk)\|a=0\.9\|b=3\|g=0\.5\|cap=2000",
                         sig["METEOR"])
-    assert sig["ROUGE-L"].startswith("rougeL:rouge_score-") and sig["ROUGE-L"].endswith("|tok=default|stem=no|agg=mean")
+    assert sig["ROUGE-L"].startswith("rougeL:rouge_score-") and sig["ROUGE-L"].endswith("|tok=default|stem=no|agg=mean|lcs_cap=2000")
     table = report.table()
     assert all(s in table for s in report.signatures)
 

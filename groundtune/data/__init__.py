@@ -6,11 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from groundtune._lazy import lazy_getattr
-from groundtune.errors import GroundtuneError
-
-
-class DataError(GroundtuneError):
-    """A data file that cannot be read as asked. The message names the file, the record and the fix."""
+from groundtune.errors import DataError  # noqa: F401  (defined with the other errors; exported here)
 
 
 def asset_path(name: str = "") -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from groundtune.data import DataError
 from groundtune.data.doc2dial import CONTEXT_LABEL, Dialogue, Document, Reference, Span
-from groundtune.fileio import jsonl_lines
+from groundtune.fileio import jsonl_lines, text_lines
 
 MARKERS = ("<h>", "</h>", "<I>", "</I>", "<q>", "</q>")
 
@@ -346,7 +346,7 @@ def load_jsonl_samples(path: str | Path, config: GroundedConfig | None = None,
     count = TokenCounter(tokenizer)
     report = DropReport(str(path))
     samples = []
-    with open(path, encoding="utf-8") as f:
+    with text_lines(path, what="data file") as f:
         for line_no, record in jsonl_lines(f, path, '{"document": …, "history": […], "question": …, "answer": …}',
                                            DataError):
             where = f"{path}, line {line_no}"

@@ -94,7 +94,9 @@ def get_template(template: str | Path | InstructTemplate) -> InstructTemplate | 
 def load_instructions(path: str | Path) -> list[Any]:
     """Records from an Alpaca-style JSON list or a JSONL file (one object per line)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    from groundtune.fileio import read_text
+
+    text = read_text(path, what="instruction file")
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

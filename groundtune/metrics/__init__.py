@@ -84,15 +84,16 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
             value, signature = bleu.corpus_bleu(predictions, references, lang)
             results[name] = MetricScore(name, value, signature)
         elif name == "METEOR":
-            values = meteor.meteor_per_example(predictions, references, lang, analysis)
+            counts: dict = {}
+            values = meteor.meteor_per_example(predictions, references, lang, analysis, counts)
             if values is None:
                 results[name] = MetricScore(name, None, meteor.signature(lang), meteor.INSTALL_HINT)
             else:
-                mean_x100(name, values, meteor.signature(lang))
+                mean_x100(name, values, meteor.signature(lang, counts.get("capped", 0)))
         elif name in ("ROUGE-L", "ROUGE-1") and name not in results:
-            both = rouge.rouge_per_example(predictions, references, lang, analysis)  # one pass gives both
-            for rouge_name, rouge_type in (("ROUGE-L", "rougeL"), ("ROUGE-1", "rouge1")):
-                if rouge_name in wanted:
-                    mean_x100(rouge_name, both[rouge_type], rouge.signature(rouge_type, lang))
+            pairs = [(n, t) for n, t in (("ROUGE-L", "rougeL"), ("ROUGE-1", "rouge1")) if n in wanted]
+            both = rouge.rouge_per_example(predictions, references, lang, analysis, types=[t for _, t in pairs])
+            for rouge_name, rouge_type in pairs:  # only the requested types are built
+                mean_x100(rouge_name, both[rouge_type], rouge.signature(rouge_type, lang, both["capped"]))
     return Report(lang=lang, n=len(predictions), metrics={m: results[m] for m in wanted}, per_example=per_example,
                   ids=list(ids) if ids is not None else None)

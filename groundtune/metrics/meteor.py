@@ -18,6 +18,9 @@ from pathlib import Path
 from groundtune.metrics.tokenize import KoreanAnalysis, meteor_tokens
 
 ALPHA, BETA, GAMMA = 0.9, 3.0, 0.5
+# nltk's alignment compares every prediction token with every reference token (quadratic time): each side is
+# cut to its first MAX_TOKENS tokens, and the signature says so (cap=, and capped=N when any text was cut).
+MAX_TOKENS = 2000
 INSTALL_HINT = "METEOR needs WordNet: install the Debian/Ubuntu package `wordnet-base` (apt-get install wordnet-base)"
 
 # Where WordNet 3.0 dictionaries live when installed from system packages. WNSEARCHDIR is WordNet's own
@@ -139,7 +142,7 @@ class _CachedStemmer:
         self.stem = functools.lru_cache(maxsize=None)(PorterStemmer().stem)
 
 
-def signature(lang: str) -> str:
+def signature(lang: str, capped: int = 0) -> str:
     import nltk
 
     tok = "kiwi" if lang == "ko" else "nltk-punkt-en"
@@ -149,13 +152,16 @@ def signature(lang: str) -> str:
         reader, source = load_wordnet()
         origin = "nltk" if source == "nltk_data" else "system"
         wordnet = f"wn-{reader.get_version()}-{origin}" if reader is not None else "missing"
-    return f"meteor:nltk-{nltk.__version__}|tok={tok}|stem=porter|wordnet={wordnet}|a={ALPHA:g}|b={BETA:g}|g={GAMMA:g}"
+    cap = f"|cap={MAX_TOKENS}" + (f"|capped={capped}" if capped else "")
+    return (f"meteor:nltk-{nltk.__version__}|tok={tok}|stem=porter|wordnet={wordnet}|a={ALPHA:g}|b={BETA:g}|"
+            f"g={GAMMA:g}{cap}")
 
 
 def meteor_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",
-                       analysis: KoreanAnalysis | None = None) -> list[float] | None:
+                       analysis: KoreanAnalysis | None = None, counts: dict | None = None) -> list[float] | None:
     """nltk METEOR for each example (best over its references), in 0..1; None when WordNet is missing for
-    English. Tokens are computed once per distinct text."""
+    English. Tokens are computed once per distinct text, and cut to MAX_TOKENS (`counts["capped"]` gets how
+    many examples had a text cut)."""
     from nltk.translate.meteor_score import meteor_score
 
     if lang == "ko":
@@ -166,6 +172,10 @@ def meteor_per_example(predictions: list[str], references: list[list[str]], lang
             return None
         wordnet = _CachedWordNet(reader)
     tokens = meteor_tokens([*predictions, *(r for refs in references for r in refs)], lang, analysis)
+    cut = {text for text, toks in tokens.items() if len(toks) > MAX_TOKENS}
+    tokens = {text: toks[:MAX_TOKENS] for text, toks in tokens.items()}
+    if counts is not None:
+        counts["capped"] = sum(1 for pred, refs in zip(predictions, references) if {pred, *refs} & cut)
     stemmer = _CachedStemmer()
     return [
         meteor_score([tokens[r] for r in refs], tokens[pred], stemmer=stemmer, wordnet=wordnet,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from groundtune.fileio import jsonl_lines
+from groundtune.fileio import jsonl_lines, text_lines
 
 
 @dataclass
@@ -29,7 +29,7 @@ def read_predictions(path: str | Path) -> Predictions:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such predictions file")
     predictions, references, ids, seen = [], [], [], {}
-    with path.open(encoding="utf-8") as f:
+    with text_lines(path, what="predictions file") as f:
         for number, record in jsonl_lines(f, path, '{"prediction": …, "reference": …}'):
             where = f"{path}, line {number}"
             if not isinstance(record, dict):

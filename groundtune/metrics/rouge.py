@@ -11,28 +11,56 @@ from __future__ import annotations
 from groundtune.metrics.tokenize import KoreanAnalysis, TableTokenizer, rouge_tokens
 
 ROUGE_TYPES = ("rouge1", "rougeL")
+# ROUGE-L's longest common subsequence fills a table of len(prediction) x len(reference) cells (rouge_score
+# keeps it as Python lists: ~420 MB at 5k words each, and quadratic time). Each side is cut to its first
+# MAX_LCS_TOKENS tokens for ROUGE-L only, and the signature says so (lcs_cap=, and capped=N when any was cut).
+MAX_LCS_TOKENS = 2000
+
+
+class _Capped:
+    """A rouge_score tokenizer that keeps the first `cap` tokens of each text, counting the texts it cut."""
+
+    def __init__(self, inner, cap: int):
+        self.inner, self.cap, self.cut = inner, cap, set()
+
+    def tokenize(self, text):
+        tokens = self.inner.tokenize(text)
+        if len(tokens) > self.cap:
+            self.cut.add(text)
+        return tokens[:self.cap]
 
 
 def rouge_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",
-                      analysis: KoreanAnalysis | None = None) -> dict[str, list[float]]:
-    """{"rouge1": [...], "rougeL": [...]}: F-measure per example in 0..1."""
-    from rouge_score import rouge_scorer
+                      analysis: KoreanAnalysis | None = None, types=ROUGE_TYPES,
+                      max_lcs_tokens: int = MAX_LCS_TOKENS) -> dict[str, list[float]]:
+    """{"rouge1": [...], "rougeL": [...]} for the requested `types`: F-measure per example in 0..1, plus
+    "capped": how many examples had a text cut to `max_lcs_tokens` for ROUGE-L."""
+    from rouge_score import rouge_scorer, tokenizers
 
-    tokenizer = None
     if lang == "ko":
         table = rouge_tokens([*predictions, *(r for refs in references for r in refs)], analysis)
         tokenizer = TableTokenizer(table, lambda text: rouge_tokens([text])[text])
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=tokenizer)
-    out = {t: [] for t in ROUGE_TYPES}
+    else:
+        tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+    capped = _Capped(tokenizer, max_lcs_tokens)
+    scorers = {t: rouge_scorer.RougeScorer([t], use_stemmer=False, tokenizer=capped if t == "rougeL" else tokenizer)
+               for t in types}
+    out: dict = {t: [] for t in types}
+    examples_cut = 0
     for pred, refs in zip(predictions, references):
-        scores = scorer.score(refs[0], pred) if len(refs) == 1 else scorer.score_multi(refs, pred)
-        for t in ROUGE_TYPES:
+        for t, scorer in scorers.items():
+            scores = scorer.score(refs[0], pred) if len(refs) == 1 else scorer.score_multi(refs, pred)
             out[t].append(scores[t].fmeasure)
+        if capped.cut:
+            examples_cut += 1
+            capped.cut.clear()
+    out["capped"] = examples_cut
     return out
 
 
-def signature(rouge_type: str, lang: str) -> str:
+def signature(rouge_type: str, lang: str, capped: int = 0) -> str:
     from importlib.metadata import version
 
     tok = "kiwi" if lang == "ko" else "default"
-    return f"{rouge_type}:rouge_score-{version('rouge-score')}|tok={tok}|stem=no|agg=mean"
+    cap = f"|lcs_cap={MAX_LCS_TOKENS}" + (f"|capped={capped}" if capped else "") if rouge_type == "rougeL" else ""
+    return f"{rouge_type}:rouge_score-{version('rouge-score')}|tok={tok}|stem=no|agg=mean{cap}"
