@@ -162,7 +162,7 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path | str:
             return str(name_or_path)  # a hub id
     cached = _gguf_cache(gguf)
     if not (cached / "config.json").is_file():
-        _convert_gguf(gguf, cached, notice)
+        _convert_gguf(gguf, cached)
     return cached
 
 
