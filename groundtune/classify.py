@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from groundtune.data import DataError
-from groundtune.data.grounded import DropReport
+from groundtune.data.sample import DropReport
 from groundtune.fileio import jsonl_lines, read_text
 from groundtune.kvcache import cache_from, cache_kwargs
 
@@ -211,14 +211,10 @@ def select_shots(queries: Sequence[LabelledText], pool: Sequence[LabelledText], 
 def _split_ids(tokenizer, prompt: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
     """(shared context ids, ids of each continuation): the continuation tokens of prompt+continuation, after the
     longest prefix every tokenization shares with the prompt's own."""
-    from groundtune.data.collate import encode
-    from groundtune.data.grounded import Sample
+    from groundtune.data.sample import encode_prompt
 
-    def ids(text: str) -> list[int]:  # exactly the prompt ids training and generation use
-        return encode(tokenizer, Sample("", text, ""), add_eos=False)["input_ids"]
-
-    context = ids(prompt)
-    fulls = [ids(prompt + c) for c in continuations]
+    context = encode_prompt(tokenizer, prompt)  # exactly the prompt ids training and generation use
+    fulls = [encode_prompt(tokenizer, prompt + c) for c in continuations]
     shared = len(context)
     for full in fulls:
         n = 0

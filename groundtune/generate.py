@@ -14,12 +14,11 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig | None 
     batches (less padding), and the outputs come back in the input order."""
     from tqdm.auto import tqdm
 
-    from groundtune.data.collate import encode
-    from groundtune.data.grounded import Sample
+    from groundtune.data.sample import encode_prompt
 
     gen = gen or GenerationConfig()
-    # the same prompt ids as in training: encode() with an empty answer and no EOS
-    encoded = [encode(tokenizer, Sample("", p, ""), max_prompt_tokens, add_eos=False)["input_ids"] for p in prompts]
+    # the same prompt ids as in training
+    encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device

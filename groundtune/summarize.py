@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from groundtune.data import DataError
-from groundtune.data.grounded import DropReport, Sample
+from groundtune.data.sample import DropReport, Sample
 from groundtune.fileio import jsonl_lines, read_text
 
 SUMMARIZE_PROMPT = "주어진 기사를 요약하세요 기사: {document}"

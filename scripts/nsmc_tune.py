@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     from groundtune.classify import ClassifyTask, classify, load_labelled
     from groundtune.config import DataConfig, TrainConfig
     from groundtune.data import asset_path
-    from groundtune.data.grounded import Sample
+    from groundtune.data.sample import Sample
     from groundtune.fileio import atomic_write
     from groundtune.methods import detach
     from groundtune.models import load_model

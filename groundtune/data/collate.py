@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
-from groundtune.data.grounded import Sample
+from groundtune.data.sample import Sample, encode_prompt
 
 IGNORE_INDEX = -100  # the label torch.nn.functional.cross_entropy skips
 
@@ -24,18 +24,6 @@ def pad_token_id(tokenizer) -> int:
     raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
-    ids = list(tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"])
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    # A chat template already writes the BOS text; the tokenizer would add a second one.
-    if bos is not None and ids[:2] == [bos, bos]:
-        ids = ids[1:]
-    # Tokenizers set to add EOS (some Llama configs) must not end the prompt with it.
-    if eos is not None and eos != bos and len(ids) > 1 and ids[-1] == eos and not prompt.endswith(tokenizer.eos_token):
-        ids = ids[:-1]
-    return ids
-
-
 def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None, max_answer_tokens: int | None = None,
            add_eos: bool = True) -> dict[str, list[int]]:
     """input_ids = prompt ids + answer ids (+ EOS); labels = IGNORE_INDEX on the prompt, the ids on the answer.
@@ -43,16 +31,12 @@ def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None, max_
     A too-long prompt loses tokens from its left (the start of the document) so the question at its end stays;
     a leading BOS is kept. A too-long answer is cut at its end (and then has no EOS: it did not end there).
     """
-    prompt = _prompt_ids(tokenizer, sample.prompt)
+    prompt = encode_prompt(tokenizer, sample.prompt, max_prompt_tokens)
     answer = list(tokenizer(sample.answer, add_special_tokens=False, verbose=False)["input_ids"])
     if add_eos and tokenizer.eos_token_id is not None:
         answer.append(tokenizer.eos_token_id)
     if max_answer_tokens is not None:
         answer = answer[:max_answer_tokens]
-    if max_prompt_tokens is not None and len(prompt) > max_prompt_tokens:
-        keep_bos = tokenizer.bos_token_id is not None and prompt[0] == tokenizer.bos_token_id and max_prompt_tokens > 1
-        tail = max_prompt_tokens - int(keep_bos)
-        prompt = (prompt[:1] if keep_bos else []) + prompt[len(prompt) - tail:]
     return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
 
 

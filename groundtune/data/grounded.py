@@ -3,8 +3,7 @@
     prompt = "<document with <h> grounding span(s) </h>> <I> user: … agent: … </I> <q> user question </q>"
     answer = the agent's utterance
 
-The markers are plain text (a tokenizer splits them like any other text); a trainer that wants them as single
-tokens can register `MARKERS` as special tokens. Samples over the token limits are dropped and counted by reason
+The markers are plain text (a tokenizer splits them like any other text). Samples over the token limits are dropped and counted by reason
 in a `DropReport`, as the MultiDoc2Dial LLaMA-Adapter/LoRA study did; `window_around_span` keeps a window of a long
 document around the grounding instead.
 """
@@ -12,66 +11,14 @@ document around the grounding instead.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from groundtune.data import DataError
+from groundtune.data.sample import DropReport, Sample
 from groundtune.data.doc2dial import CONTEXT_LABEL, Dialogue, Document, Reference, Span
 from groundtune.fileio import jsonl_lines, text_lines
-
-MARKERS = ("<h>", "</h>", "<I>", "</I>", "<q>", "</q>")
-
-
-@dataclass
-class Sample:
-    """One training / evaluation example, shared by every data source and by everything downstream."""
-
-    id: str
-    prompt: str
-    answer: str
-    doc_id: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DropReport:
-    """How many samples were kept, and how many were dropped for which reason (with a few example ids)."""
-
-    source: str = ""
-    kept: int = 0
-    dropped: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    max_examples: int = 3
-
-    def keep(self, n: int = 1) -> None:
-        self.kept += n
-
-    def drop(self, reason: str, where: str = "") -> None:
-        self.dropped[reason] += 1
-        if where and len(shown := self.examples.setdefault(reason, [])) < self.max_examples:
-            shown.append(where)
-
-    @property
-    def total_dropped(self) -> int:
-        return sum(self.dropped.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "kept": self.kept, "dropped": dict(self.dropped)}
-
-    def __str__(self) -> str:
-        total = self.kept + self.total_dropped
-        head = f"{self.source + ': ' if self.source else ''}kept {self.kept} of {total}"
-        if not self.dropped:
-            return head + ", none dropped"
-        lines = [head + f", dropped {self.total_dropped}:"]
-        width = max(map(len, self.dropped))
-        for reason, n in self.dropped.most_common():
-            eg = self.examples.get(reason)
-            lines.append(f"  {reason:<{width}}  {n:>6}" + (f"   e.g. {', '.join(eg)}" if eg else ""))
-        return "\n".join(lines)
-
 
 @dataclass
 class GroundedConfig:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from groundtune.data import DataError
-from groundtune.data.grounded import DropReport, Sample
+from groundtune.data.sample import DropReport, Sample
 from groundtune.fileio import jsonl_lines
 
 

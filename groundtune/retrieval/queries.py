@@ -52,7 +52,8 @@ def queries_from_dialogues(dialogues: Iterable, *, documents: dict | None = None
     Returns (queries, DropReport): turns without a question or references, with references into several
     documents, or (when `documents` is given) into a document not in it are dropped and counted by reason.
     """
-    from groundtune.data.grounded import DropReport, turn_contexts
+    from groundtune.data.grounded import turn_contexts
+    from groundtune.data.sample import DropReport
 
     report = DropReport(source)
     out = []
@@ -116,7 +117,7 @@ def load_queries(paths, *, documents: dict | None = None):
     from pathlib import Path
 
     from groundtune.data.doc2dial import load_dialogues
-    from groundtune.data.grounded import DropReport
+    from groundtune.data.sample import DropReport
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
