@@ -304,12 +304,16 @@ def retrieve(
     from groundtune.retrieval.index import Retriever
 
     try:
+        if k < 1:
+            raise ValueError(f"-k is {k}; it must be a whole number in [1, inf)")
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit is {limit}; it must be a whole number in [1, inf)")
         retriever = Retriever.load(index_dir, reranker=reranker)
         if eval_:
             _retrieval_eval(retriever, eval_, pipelines, limit, out)
             return
-        if not query:
-            raise ValueError("give a QUERY, or --eval FILE to score retrieval")
+        if not query or not query.strip():
+            raise ValueError("the QUERY is empty: give a question, or --eval FILE to score retrieval")
         from groundtune.retrieval.queries import build_query
 
         hits = retriever.search(build_query(query, history), k, method=method)
@@ -333,10 +337,20 @@ def _retrieval_eval(retriever, files, pipelines, limit, out):
     from groundtune.retrieval.queries import load_queries
 
     queries, report = load_queries(files)
+    # a question grounded in a document the index does not hold cannot be scored: dropped and counted, not a miss
+    indexed = {p.doc_id for p in retriever.passages}
+    scorable = []
+    for q in queries:
+        if q.doc_id in indexed:
+            scorable.append(q)
+        else:
+            report.kept -= 1
+            report.drop("document not in the index", f"{q.qid} ({q.doc_id})")
+    queries = scorable
     typer.echo(str(report))
     queries = queries[:limit] if limit else queries
     if not queries:
-        raise ValueError("no query with a gold grounding to score")
+        raise ValueError("no query with a gold grounding in this index to score")
     if pipelines:
         names = [p.strip() for p in pipelines.split(",") if p.strip()]
     else:
@@ -378,6 +392,13 @@ def train_reranker_cmd(
     from groundtune.fileio import check_output
     from groundtune.retrieval.rerank import mine_examples, train_reranker
 
+    for name, value, least in (("--negatives", negatives, 1), ("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
+                               ("--max-length", max_length, 8), ("--max-query-tokens", max_query_tokens, 1),
+                               ("--limit", limit, 1)):
+        if value is not None and value < least:
+            fail(f"{name} is {value}; it must be a whole number in [{least}, inf)")
+    if not lr > 0:
+        fail(f"--lr is {lr}; it must be in (0, inf)")
     check_output(out, inputs=[index_dir, *dialogues, base and Path(base)], overwrite=overwrite)
     try:
         retriever = Retriever.load(index_dir)

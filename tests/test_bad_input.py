@@ -471,3 +471,75 @@ def test_only_the_requested_rouge_type_is_built(monkeypatch):
     monkeypatch.setattr(rouge_scorer.RougeScorer, "__init__", spy)
     report = score(["a b c"], ["a c"], lang="en", metrics=["ROUGE-1"])
     assert built == ["rouge1"] and list(report.scores) == ["ROUGE-1"]
+
+
+# --- 6. retrieval evaluation: what cannot be scored is dropped and counted, bad counts refused --------------------
+
+
+def test_retrieval_eval_drops_questions_outside_the_index(index_dir, tmp_path):
+    doc_id = json.loads((index_dir / "passages.jsonl").read_text().splitlines()[0])["doc_id"]
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": "in", "doc_id": doc_id, "question": "user: lapsed insurance", "answer_span_ids": []},
+            {"id": "out1", "doc_id": "not-indexed", "question": "user: renew", "answer_span_ids": []},
+            {"id": "out2", "doc_id": "not-indexed", "question": "user: fee", "answer_span_ids": []}]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("retrieve", index_dir, "--eval", questions, "--out", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    assert "kept 1 of 3" in result.output and "document not in the index" in result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["queries"] == 1 and saved["dropped"] == {"document not in the index": 2}
+    only_missing = tmp_path / "missing.jsonl"
+    only_missing.write_text("".join(json.dumps(r) + "\n" for r in rows[1:]))
+    refused(cli("retrieve", index_dir, "--eval", only_missing, "--out", tmp_path / "r2.json"), "in this index")
+    assert not (tmp_path / "r2.json").exists()
+
+
+@pytest.mark.parametrize("args, shown", [(["lapse", "-k", "-1"], "-k is -1"), (["lapse", "-k", "0"], "-k is 0"),
+                                         (["   "], "QUERY is empty"), (["lapse", "--limit", "0"], "--limit is 0")])
+def test_retrieve_refuses_bad_counts_and_blank_queries(index_dir, args, shown):
+    refused(cli("retrieve", index_dir, *args), shown)
+
+
+# --- 7. smaller silent ones -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merge_models(tmp_path_factory):
+    from test_merge import make_model
+
+    root = tmp_path_factory.mktemp("merge_models")
+    return {name: make_model(root / name, seed) for seed, name in enumerate(("base", "chat", "cp"))}
+
+
+def test_merge_skip_that_matches_nothing_is_refused(merge_models, tmp_path):
+    m = merge_models
+    refused(cli("merge", "chat-vector", "--target", m["cp"], "--chat", m["chat"], "--base", m["base"],
+                "--out", tmp_path / "out", "--skip", "*nrom*"), "'*nrom*'", "matches no tensor")
+    refused(cli("merge", "extract", "--base", m["base"], "--chat", m["chat"], "--out", tmp_path / "v",
+                "--skip", "*nrom*"), "'*nrom*'")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "v").exists()
+
+
+def test_merge_extract_of_a_model_from_itself_is_refused(merge_models, tmp_path):
+    refused(cli("merge", "extract", "--base", merge_models["base"], "--chat", merge_models["base"],
+                "--out", tmp_path / "v"), "same model", "--base")
+    assert not (tmp_path / "v").exists()
+
+
+def test_corrupt_saved_vector_is_named_before_writing(merge_models, tmp_path):
+    m = merge_models
+    assert cli("merge", "extract", "--base", m["base"], "--chat", m["chat"], "--out", tmp_path / "v").exit_code == 0
+    (tmp_path / "v" / "chat_vector.json").write_text("{broken")
+    before = snapshot(tmp_path / "v")
+    refused(cli("merge", "apply", "--target", m["cp"], "--vector", tmp_path / "v", "--out", tmp_path / "out"),
+            tmp_path / "v" / "chat_vector.json", "corrupt", before=before)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--negatives", "0"), ("--epochs", "0"), ("--batch-size", "0"),
+                                         ("--lr", "-1")])
+def test_train_reranker_refuses_non_positive_settings(index_dir, tmp_path, flag, value):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "q", "doc_id": "d", "question": "user: x", "answer_spans_ids": []}) + "\n")
+    refused(cli("train-reranker", index_dir, questions, "-o", tmp_path / "r", flag, value), f"{flag} is {value}")
+    assert not (tmp_path / "r").exists()

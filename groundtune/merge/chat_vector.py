@@ -111,6 +111,15 @@ def _matches(name: str, patterns: Iterable[str]) -> str | None:
     return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
 
 
+def _check_skip(skip: Sequence[str], names: Iterable[str], where) -> None:
+    """A --skip pattern that matches no tensor is a typo, not a choice: refused, with some names to match."""
+    names = list(names)
+    unmatched = [p for p in skip if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        raise MergeError(f"--skip {', '.join(map(repr, unmatched))} matches no tensor of {where}; its tensors are "
+                         f"named like {', '.join(names[:4])} (patterns are case-sensitive globs, e.g. '*norm*')")
+
+
 def _folder_vocab(folder: Path) -> int | None:
     for name, key in (("config.json", "vocab_size"), (VECTOR_META, "chat_vocab_size")):
         path = folder / name
@@ -141,7 +150,13 @@ class _Term:
         if not (folder / VECTOR_META).is_file():
             raise MergeError(f"{folder} is not a saved chat vector (no {VECTOR_META}); write one with "
                              "`groundtune merge extract`")
-        meta = json.loads((folder / VECTOR_META).read_text())
+        try:
+            meta = json.loads((folder / VECTOR_META).read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise MergeError(f"{folder / VECTOR_META} is corrupt ({err}); extract the vector again with "
+                             "`groundtune merge extract`") from None
         return cls([Checkpoint(folder, VECTOR_PREFIX)], vector.ratio, label=str(folder), chat_side=folder,
                    vocab_sizes={meta.get("base_vocab_size"), meta.get("chat_vocab_size")},
                    skipped=meta.get("skipped", {}))
@@ -373,6 +388,7 @@ def _plan_merge(target: Checkpoint, terms: list[_Term], skip: Sequence[str], tok
         for name, entry in target.tensors.items():
             if _matches(name, VOCAB_PATTERNS):
                 vocab_differs |= any(e is not None and e.shape[0] != entry.shape[0] for e in term.entries(name))
+    _check_skip(skip, target.tensors, target.folder)
     jobs, problems = [], []
     for name, entry in target.tensors.items():
         spec = TensorSpec(name, entry.dtype, entry.shape)
@@ -512,7 +528,11 @@ def extract_vector(base: str | os.PathLike, chat: str | os.PathLike, out: str | 
     if dtype not in dtypes:
         raise MergeError(f"unknown vector dtype {dtype!r}; choose one of {', '.join(dtypes)}")
     report = MergeReport(out, extraction=True)
+    if Path(base).resolve() == Path(chat).resolve():
+        raise MergeError(f"--base and --chat are the same model ({base}): the vector would be all zeros; give the "
+                         "model the chat model was tuned from as --base")
     with Checkpoint(chat) as chat_ckpt, Checkpoint(base) as base_ckpt:
+        _check_skip(skip, chat_ckpt.tensors, chat)
         term = _Term([chat_ckpt, base_ckpt])
         jobs, problems, cut = [], [], []
         for name, entry in chat_ckpt.tensors.items():
