@@ -15,7 +15,8 @@ reused, so decoding costs one small extra sdpa call per adapted layer; nothing c
 
 from __future__ import annotations
 
-import sys
+import functools
+import inspect
 import weakref
 from dataclasses import dataclass
 
@@ -125,12 +126,20 @@ class AdaptionPrompt(nn.Module):
         return out.transpose(1, 2)
 
 
+@functools.lru_cache(maxsize=None)
+def _eager_kernel(attention_class: type):
+    # Eager attention is not in AttentionInterface: each modeling file defines its own (softcapping, upcasts...)
+    # as the module-level `eager_attention_forward` its attention modules fall back to.
+    kernel = getattr(inspect.getmodule(attention_class), "eager_attention_forward", None)
+    if kernel is None:
+        raise ValueError(f"{attention_class.__name__}'s modeling file has no eager_attention_forward; "
+                         "load the model with attn_implementation='sdpa' for LLaMA-Adapter")
+    return kernel
+
+
 def _adapted_attention(base: str):
     def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-        if base == "eager":  # eager is defined per modeling file (softcapping, upcasts...), not globally
-            kernel = sys.modules[type(module).__module__].eager_attention_forward
-        else:
-            kernel = ALL_ATTENTION_FUNCTIONS[base]
+        kernel = _eager_kernel(type(module)) if base == "eager" else ALL_ATTENTION_FUNCTIONS[base]
         out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
         adapter = getattr(module, "adaption_prompt", None)
         if adapter is not None:
@@ -147,14 +156,6 @@ for _base in ("sdpa", "eager"):
     AttentionMaskInterface.register(PREFIX + _base, ALL_MASK_ATTENTION_FUNCTIONS[_base])
 
 
-def _set_implementation(model, name: str) -> None:
-    # Every module reads config._attn_implementation at call time; sub-configs share the top-level setting.
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation"):
-            config._attn_implementation = name
-
-
 def attach(model, config: LlamaAdapterConfig):
     # Only families that look their kernel up in AttentionInterface run the adapter term; others would ignore it.
     family(model, "LLaMA-Adapter", attention_interface=True)
@@ -168,6 +169,9 @@ def attach(model, config: LlamaAdapterConfig):
     base = current.removeprefix(PREFIX)
     if base not in ("sdpa", "eager"):
         raise ValueError(f"LLaMA-Adapter runs on the sdpa or eager attention kernels, not {current!r}")
+    if base == "eager":
+        for spec in specs:
+            _eager_kernel(type(spec.module))  # refuse now rather than at the first forward
     hidden = model.config.get_text_config().hidden_size
     weight = next(model.parameters())
     scope = _install_scope(model)
@@ -175,7 +179,7 @@ def attach(model, config: LlamaAdapterConfig):
         adapter = AdaptionPrompt(spec, hidden, config, scope).to(weight.device)
         spec.module.adaption_prompt = adapter
     model.groundtune_base_attention = base
-    _set_implementation(model, PREFIX + base)
+    model.set_attn_implementation(PREFIX + base)  # registered with AttentionInterface when this file loads
     return model
 
 
@@ -184,7 +188,7 @@ def detach(model):
     for spec in attention_layers(model):
         if hasattr(spec.module, "adaption_prompt"):
             del spec.module.adaption_prompt
-    _set_implementation(model, getattr(model, "groundtune_base_attention", "sdpa"))
+    model.set_attn_implementation(getattr(model, "groundtune_base_attention", "sdpa"))
     if hasattr(model, "groundtune_base_attention"):
         del model.groundtune_base_attention
     return model
