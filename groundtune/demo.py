@@ -28,7 +28,8 @@ def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
     from groundtune.models import load_model
     from groundtune.pipeline import evaluate, load_samples, train_and_evaluate
 
-    print("loading the embedded SmolLM2-135M-Instruct (the first run converts it once, ~20 s)")
+    print(f"loading {cfg.model}" if cfg.model else
+          "loading the embedded SmolLM2-135M-Instruct (the first run converts it once, ~20 s)")
     model, tokenizer = load_model(cfg.model)
     _, eval_samples = load_samples(cfg.data, tokenizer, verbose=False)
     print(f"\nbefore: the frozen base model on {len(eval_samples)} held-out turns")

@@ -543,3 +543,9 @@ def test_train_reranker_refuses_non_positive_settings(index_dir, tmp_path, flag,
     questions.write_text(json.dumps({"id": "q", "doc_id": "d", "question": "user: x", "answer_spans_ids": []}) + "\n")
     refused(cli("train-reranker", index_dir, questions, "-o", tmp_path / "r", flag, value), f"{flag} is {value}")
     assert not (tmp_path / "r").exists()
+
+
+def test_demo_names_the_model_it_loads(tmp_path):
+    result = cli("demo", "--model", tmp_path / "my-model", "--steps", "1", "--output-dir", tmp_path / "demo")
+    refused(result, tmp_path / "my-model")
+    assert f"loading {tmp_path / 'my-model'}" in result.stdout and "SmolLM2" not in result.output
