@@ -14,6 +14,7 @@ from groundtune.data.doc2dial import Dialogue, Reference, Turn, load_dialogues, 
 from groundtune.data.grounded import (DropReport, GroundedConfig, Sample, build_prompt, grounded_samples, highlight,
                                       load_jsonl_samples, samples_from_passages, split_by_dialogue, turn_contexts)
 from groundtune.data.instruct import ALPACA, KOALPACA, InstructTemplate, instruction_samples, split_response
+from groundtune.data.sample import encode_prompt
 
 DMV = "Top 5 DMV Mistakes and How to Avoid Them#3_0"
 SSA = "Benefits Planner: Survivors | Planning For Your Survivors | Social Security Administration#1_0"
@@ -372,7 +373,8 @@ def test_encode_masks_the_prompt_and_truncates_from_the_left():
     short = encode(tok, sample, max_prompt_tokens=4, max_answer_tokens=2)
     assert short["input_ids"][:4] == [tok.bos_token_id] + tok("<q> why </q>", add_special_tokens=False)["input_ids"]
     assert short["labels"] == [IGNORE_INDEX] * 4 + answer_ids[:2]
-    assert encode(tok, sample, add_eos=False)["labels"][-1] != tok.eos_token_id
+    assert encode_prompt(tok, sample.prompt) == prompt_ids  # a bare prompt: the same ids, no answer, no EOS
+    assert encode_prompt(tok, sample.prompt, 4) == short["input_ids"][:4]
 
 
 def test_collator_left_pads_with_positions_and_eos_as_pad():

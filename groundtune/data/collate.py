@@ -24,8 +24,8 @@ def pad_token_id(tokenizer) -> int:
     raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
-def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None, max_answer_tokens: int | None = None,
-           add_eos: bool = True) -> dict[str, list[int]]:
+def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None,
+           max_answer_tokens: int | None = None) -> dict[str, list[int]]:
     """input_ids = prompt ids + answer ids (+ EOS); labels = IGNORE_INDEX on the prompt, the ids on the answer.
 
     A too-long prompt loses tokens from its left (the start of the document) so the question at its end stays;
@@ -33,7 +33,7 @@ def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None, max_
     """
     prompt = encode_prompt(tokenizer, sample.prompt, max_prompt_tokens)
     answer = list(tokenizer(sample.answer, add_special_tokens=False, verbose=False)["input_ids"])
-    if add_eos and tokenizer.eos_token_id is not None:
+    if tokenizer.eos_token_id is not None:
         answer.append(tokenizer.eos_token_id)
     if max_answer_tokens is not None:
         answer = answer[:max_answer_tokens]
@@ -49,26 +49,16 @@ class Collator:
     unpadded one; every Hugging Face decoder accepts them.
     """
 
-    def __init__(self, tokenizer, padding_side: str = "left", max_prompt_tokens: int | None = None,
-                 max_answer_tokens: int | None = None, add_eos: bool = True, pad_to_multiple_of: int | None = None):
+    def __init__(self, tokenizer, padding_side: str = "left"):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.tokenizer = tokenizer
         self.padding_side = padding_side
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_answer_tokens = max_answer_tokens
-        self.add_eos = add_eos
-        self.pad_to_multiple_of = pad_to_multiple_of
         self.pad_id = pad_token_id(tokenizer)
 
-    def encode(self, sample: Sample) -> dict[str, list[int]]:
-        return encode(self.tokenizer, sample, self.max_prompt_tokens, self.max_answer_tokens, self.add_eos)
-
     def __call__(self, batch: Sequence[Sample | dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows = [self.encode(x) if isinstance(x, Sample) else x for x in batch]
+        rows = [encode(self.tokenizer, x) if isinstance(x, Sample) else x for x in batch]
         length = max(len(r["input_ids"]) for r in rows)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
