@@ -97,6 +97,12 @@ def eval_(
                                           "first (with --adapter attached, or the bare base model)."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", exists=True, file_okay=False,
                                            help="Adapter folder to attach before generating (with --config)."),
+    index: Optional[Path] = typer.Option(None, "--index", exists=True, file_okay=False,
+                                         help="With --config: retrieve -> generate -> score. Prompts hold the top-k "
+                                         "passages this index (`groundtune index`) returns instead of the gold document "
+                                         "(k and pipeline from the config's data.retrieval, else 3 and the index's "
+                                         "default); adds retrieval recall, knowledge-F1 and scores split by whether "
+                                         "the gold passage was retrieved."),
     lang: str = typer.Option("auto", "--lang", help="en: the MultiDoc2Dial official scoring; ko: Kiwi morphemes "
                              "(ko-mecab for SacreBLEU); auto: ko when the references are mostly Hangul."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset of F1,SacreBLEU,METEOR,ROUGE-L,ROUGE-1 (default: all)."),
@@ -120,6 +126,11 @@ def eval_(
             from groundtune.pipeline import load_samples
 
             cfg = load_config(config)
+            if index is not None:
+                from groundtune.retrieval.rag import check_retrieval
+
+                cfg.data.retrieval = check_retrieval({**(cfg.data.retrieval or {}), "index": str(index)},
+                                                     "--index / data.retrieval", cfg.data.format)
             model, tokenizer = _model_with_adapter(cfg.model, adapter)
             _, samples = load_samples(cfg.data, tokenizer)
             if not samples:
@@ -133,11 +144,26 @@ def eval_(
             records = read_predictions(predictions)
             preds, refs, ids = records.predictions, records.references, records.ids
         report = score(preds, refs, lang=lang, metrics=chosen, ids=ids)
-    except ValueError as err:
+        rag = None
+        if config is not None and cfg.data.retrieval:
+            from groundtune.retrieval.rag import rag_report
+
+            rag = rag_report(samples, preds, lang=lang, metrics=chosen)
+    except (ValueError, FileNotFoundError) as err:
         fail(err)
     typer.echo(report.table(), nl=False)
+    if rag is not None:
+        from groundtune.retrieval.rag import format_rag_report
+
+        typer.echo(format_rag_report(rag), nl=False)
     if out is not None:
-        atomic_write(out, report.to_json(per_example=True))
+        if rag is None:
+            atomic_write(out, report.to_json(per_example=True))
+        else:
+            import json
+
+            atomic_write(out, json.dumps({**json.loads(report.to_json(per_example=True)), "rag": rag}, indent=2,
+                                         ensure_ascii=False))
         typer.echo(f"report: {out}")
 
 
@@ -254,9 +280,17 @@ def index(
     words: int = typer.Option(100, help="Words per window ('token' segmentation, and long sections)."),
     language: str = typer.Option("auto", help="BM25 tokenizer: en (words, stemmed when PyStemmer is installed), "
                                  "ko (Kiwi content morphemes), auto (decided per passage)."),
-    dense: bool = typer.Option(True, "--dense/--no-dense", help="Also embed passages for dense and hybrid retrieval."),
+    dense: Optional[bool] = typer.Option(None, "--dense/--no-dense", help="Embed passages for dense and hybrid "
+                                         "retrieval. Default: yes, unless the encoder does not cover the corpus's "
+                                         "language (the shipped all-MiniLM-L6-v2 is English-only: Korean gets BM25)."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers model folder for --dense; default: "
                                           "the shipped all-MiniLM-L6-v2."),
+    encoder_languages: Optional[str] = typer.Option(None, help="Comma-separated languages the encoder covers (e.g. "
+                                                    "ko,en or multilingual); default: its model card's `language:`."),
+    dev: list[Path] = typer.Option([], "--dev", exists=True, help="Your own dev questions (dialogue files or "
+                                   "reading-comprehension .jsonl) grounded in these documents: the fusion's dense weight "
+                                   "is chosen on them. Without them it is 0.5 (0 when the encoder does not cover the "
+                                   "language). Repeatable."),
 ):
     """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading."""
     import time
@@ -272,7 +306,15 @@ def index(
     try:
         passages = load_passages(sources, segmentation, words)
         typer.echo(f"{len(passages):,} passages from {len({p.doc_id for p in passages}):,} documents ({segmentation})")
-        build_index(passages, out, language=language, dense=dense, encoder=encoder, segmentation=segmentation)
+        dev_queries = None
+        if dev:
+            from groundtune.retrieval.queries import load_queries
+
+            dev_queries, report = load_queries(dev)
+            typer.echo(f"dev questions: {report}")
+        languages = [x.strip().lower() for x in encoder_languages.split(",") if x.strip()] if encoder_languages else None
+        build_index(passages, out, language=language, dense=dense, encoder=encoder, encoder_languages=languages,
+                    segmentation=segmentation, dev_queries=dev_queries)
     except (ValueError, FileNotFoundError, ImportError, DataError) as err:
         _retrieval_error("index", err)
     typer.echo(f"index: {out}  ({time.perf_counter() - start:.1f}s)")

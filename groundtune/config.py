@@ -142,9 +142,16 @@ class DataConfig:
     eval_fraction: float = 0.0  # when no eval file: hold out this share of dialogues / records
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # RAG: {index: DIR, k: 3, pipeline: default, reranker: DIR, rerank_depth: 20}; doc2dial format only.
+    # Prompts then hold the top-k retrieved passages instead of the gold document (groundtune.retrieval.rag).
+    retrieval: dict | None = None
 
     def __post_init__(self):
         validate(self, "data.")
+        if self.retrieval is not None:
+            from groundtune.retrieval.rag import check_retrieval
+
+            self.retrieval = check_retrieval(self.retrieval, "data.retrieval", self.format)
         if self.format not in FORMATS:
             raise ConfigError(f"data.format is {self.format!r}; choose one of {', '.join(FORMATS)}")
 

@@ -20,6 +20,13 @@ def _grounded_config(data: DataConfig):
 def _read(data: DataConfig, path: str, tokenizer):
     from groundtune.data import grounded_samples, instruction_samples, load_dialogues, load_documents, load_jsonl_samples
 
+    if data.format == "doc2dial" and data.retrieval:
+        # RAG: the prompt's document is the top-k passages retrieved for the turn (groundtune.retrieval.rag)
+        from groundtune.retrieval.rag import rag_samples, retriever_for
+
+        block = data.retrieval
+        return rag_samples(load_dialogues(path), retriever_for(block), k=block["k"], pipeline=block["pipeline"],
+                           rerank_depth=block["rerank_depth"], history_turns=data.history_turns, source=str(path))
     if data.format == "doc2dial":
         if not data.documents:
             raise ValueError("data.format doc2dial needs data.documents: the doc2dial / MultiDoc2Dial document JSON")

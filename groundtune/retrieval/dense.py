@@ -32,13 +32,37 @@ def default_encoder_path() -> str:
     return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
+def encoder_languages(path: str | None = None) -> list[str] | None:
+    """The languages an encoder was trained on, from the `language:` field of its model card (README.md
+    front matter); None when the card does not say. The shipped all-MiniLM-L6-v2 is English-only."""
+    import yaml
+
+    folder = Path(path or default_encoder_path())
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    front = text[3:].split("\n---", 1)[0]
+    try:
+        meta = yaml.safe_load(front) or {}
+    except yaml.YAMLError:
+        return None
+    value = meta.get("language") if isinstance(meta, dict) else None
+    if isinstance(value, str):
+        value = [value]
+    return [str(v).lower() for v in value] if isinstance(value, list) and value else None
+
+
 @lru_cache(maxsize=2)
 def load_encoder(path: str | None = None, device: str | None = None):
-    """A SentenceTransformer from a local folder (cached: loading takes seconds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: models are local folders
+    """A SentenceTransformer from a local folder (cached: loading takes seconds); never reaches for the hub."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(path or default_encoder_path(), device=device or "cpu")
+    source = path or default_encoder_path()
+    local = Path(source).is_dir()
+    return SentenceTransformer(source, device=device or "cpu", local_files_only=local)
 
 
 class DenseIndex:

@@ -44,7 +44,6 @@ class Reranker:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import CrossEncoder
 
         folder = Path(folder)
