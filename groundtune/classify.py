@@ -250,6 +250,9 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
                 else context[-max_prompt_tokens:]
             truncated += 1
         encoded.append((context, conts))
+    from groundtune.models import contiguous_lm_head
+
+    contiguous_lm_head(model)  # logits_to_keep=1 slices a strided view: see contiguous_lm_head
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -15,7 +15,9 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig | None 
     from tqdm.auto import tqdm
 
     from groundtune.data.sample import encode_prompt
+    from groundtune.models import contiguous_lm_head
 
+    contiguous_lm_head(model)  # a frozen 262k-vocabulary head otherwise runs as a per-row batched matmul
     gen = gen or GenerationConfig()
     # the same prompt ids as in training
     encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]

@@ -152,6 +152,26 @@ def test_answer_only_head_sees_only_answer_positions():
     torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
 
 
+def test_the_frozen_head_gets_a_contiguous_input_under_an_adapter():
+    """generate keeps the last position as a strided view; with the head frozen (any adapter), torch's matmul
+    would expand the head weight per row (a 335 MB copy per row on Gemma). The hook hands it a contiguous copy."""
+    from groundtune.models import contiguous_lm_head
+
+    ids, mask = _left_padded()
+    model = gt.attach(tiny_model(FAMILY), CONFIGS["lora"])
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits[:, -1:]
+    seen = []
+    head = model.get_output_embeddings()
+    assert not head.weight.requires_grad
+    contiguous_lm_head(contiguous_lm_head(model))  # idempotent: one hook
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits
+    assert seen == [True]
+    torch.testing.assert_close(got, expected)
+
+
 def test_gemma_short_name_without_its_package_says_what_to_install(monkeypatch, tmp_path):
     import importlib.util
 
