@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from groundtune.errors import GroundtuneError
+from groundtune.metrics import METRICS as METRIC_NAMES  # light: the metric objects import their libraries lazily
 
 
 def _user_error(err: BaseException) -> bool:
@@ -105,7 +106,7 @@ def eval_(
                                          "the gold passage was retrieved."),
     lang: str = typer.Option("auto", "--lang", help="en: the MultiDoc2Dial official scoring; ko: Kiwi morphemes "
                              "(ko-mecab for SacreBLEU); auto: ko when the references are mostly Hangul."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated subset of F1,SacreBLEU,METEOR,ROUGE-L,ROUGE-1 (default: all)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help=f"Comma-separated subset of {','.join(METRIC_NAMES)} (default: all)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the report (scores, signatures, per-example scores) as JSON."),
 ):
     """Score predictions: F1, SacreBLEU, METEOR, ROUGE-L and ROUGE-1, each x100, with the signature of each

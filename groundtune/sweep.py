@@ -28,8 +28,10 @@ from pathlib import Path
 from groundtune.config import TrainConfig, from_dict, read_yaml
 from groundtune.errors import ConfigError, OutputError
 from groundtune.fileio import atomic_write, check_output
+from groundtune.metrics import METRICS
 
-COLUMNS = ["method", "layer", "length", "learning rate", "F1", "METEOR", "ROUGE-L", "SacreBLEU"]
+SETTING_COLUMNS = ["method", "layer", "length", "learning rate"]
+COLUMNS = SETTING_COLUMNS + list(METRICS)  # every metric of the registry, in its order
 _RUN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 SWEEP_KEYS = ("base", "runs", "output_dir")
 ENTRY_KEYS = ("method", "grid")
@@ -72,11 +74,12 @@ def expand(sweep: dict, where: str = "sweep") -> list[tuple[str, TrainConfig]]:
 
 
 def row(cfg: TrainConfig, scores: dict) -> dict:
-    m = cfg.method
-    layer = m.get("layers", "all" if m["method"] == "lora" else "-")
-    length = m.get("length", f"r={m.get('r', 1)}, α={m.get('alpha', 1)}" if m["method"] == "lora" else "-")
-    return {"method": m["method"], "layer": layer, "length": length, "learning rate": cfg.lr,
-            **{k: scores.get(k) for k in COLUMNS[4:]}}
+    """One table row: the method's own description of its settings (its registry entry), then the scores."""
+    from groundtune.methods import config_from_dict, describe
+
+    cells = describe(config_from_dict(cfg.method))
+    return {"method": cfg.method["method"], "layer": cells["layer"], "length": cells["length"],
+            "learning rate": cfg.lr, **{k: scores.get(k) for k in METRICS}}
 
 
 def _fmt(v) -> str:

@@ -453,7 +453,7 @@ def test_eval_of_a_200k_word_record_stays_under_1_gb(tmp_path):
     assert "exit 0" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     peak = int(proc.stdout.rsplit("peak_mb", 1)[1])
     assert peak < 1024, peak
-    assert "lcs_cap=2000|capped=1" in proc.stdout  # the signature says a text was cut
+    assert "lcs_cap:2000|capped:1" in proc.stdout  # the signature says a text was cut
 
 
 def test_only_the_requested_rouge_type_is_built(monkeypatch):

@@ -109,7 +109,7 @@ def test_koalpaca_run_scores_held_out_generations_in_korean(tmp_path, tokenizer)
     summary = train_and_evaluate(cfg, model=tiny_for("gpt_neox", tokenizer), tokenizer=tokenizer, progress=False)
     assert summary["train_samples"] == 8 and summary["eval_samples"] == 3
     assert {"F1", "SacreBLEU", "ROUGE-1", "ROUGE-L"} <= set(summary["scores"])
-    assert any("lang=ko" in s and "kiwi" in s for s in summary["signatures"])
+    assert any("lang:ko" in s and "kiwi" in s for s in summary["signatures"])
     predictions = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert [p["reference"] for p in predictions] == [r["output"].strip() for r in short[8:11]]
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["format"] == "alpaca"

@@ -103,11 +103,14 @@ def test_english_matches_official_recipe(nltk_punkt, wordnet):
 def test_signatures_name_the_settings(wordnet):
     report = score(PREDICTIONS[:2], REFERENCES[:2], lang="en")
     sig = dict(zip(report.metrics, report.signatures))
-    assert sig["F1"] == "f1:tok=squad|lang=en|agg=mean"
-    assert sig["SacreBLEU"].startswith("sacrebleu:nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
-    assert re.fullmatch(r"meteor:nltk-[\d.]+\|tok=nltk-punkt-en\|stem=porter\|wordnet=wn-3\.0-(system|nltk)\|a=0\.9\|b=3\|g=0\.5\|cap=2000",
-                        sig["METEOR"])
-    assert sig["ROUGE-L"].startswith("rougeL:rouge_score-") and sig["ROUGE-L"].endswith("|tok=default|stem=no|agg=mean|lcs_cap=2000")
+    # One format for every metric, sacrebleu's: NAME|key:value|...|version:library-x.y (version last).
+    assert re.fullmatch(r"F1\|tok:squad\|lang:en\|agg:mean\|version:groundtune-[\d.]+", sig["F1"])
+    assert re.fullmatch(r"SacreBLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:[\d.]+", sig["SacreBLEU"])
+    assert re.fullmatch(r"METEOR\|tok:nltk-punkt-en\|stem:porter\|wordnet:wn-3\.0-(system|nltk)\|a:0\.9\|b:3\|g:0\.5\|"
+                        r"cap:2000\|version:nltk-[\d.]+", sig["METEOR"])
+    assert re.fullmatch(r"ROUGE-L\|tok:default\|stem:no\|agg:mean\|lcs_cap:2000\|version:rouge-score-[\d.]+", sig["ROUGE-L"])
+    assert re.fullmatch(r"ROUGE-1\|tok:default\|stem:no\|agg:mean\|version:rouge-score-[\d.]+", sig["ROUGE-1"])
+    assert all("=" not in s for s in report.signatures)
     table = report.table()
     assert all(s in table for s in report.signatures)
 
@@ -134,7 +137,7 @@ def test_meteor_without_wordnet_says_so(monkeypatch):
     monkeypatch.setattr(meteor_mod, "load_wordnet", lambda: (None, None))
     report = score(PREDICTIONS[:2], REFERENCES[:2], lang="en")
     assert report["METEOR"] is None
-    assert "wordnet=missing" in report.metrics["METEOR"].signature
+    assert "wordnet:missing" in report.metrics["METEOR"].signature
     assert "wordnet-base" in report.metrics["METEOR"].note
     assert "n/a" in report.table() and "wordnet-base" in report.table()
     assert report["F1"] is not None  # the other metrics are unaffected
@@ -248,7 +251,7 @@ def test_eval_command(tmp_path):
     out = tmp_path / "report.json"
     result = CliRunner().invoke(app, ["eval", "--predictions", str(path), "--metrics", "F1,ROUGE-L", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "f1:tok=squad|lang=en" in result.output and "rougeL:rouge_score" in result.output
+    assert "F1|tok:squad|lang:en" in result.output and "ROUGE-L|tok:default" in result.output
     saved = json.loads(out.read_text())
     expected = score(PREDICTIONS[:3], REFERENCES[:3], lang="en", metrics=["F1", "ROUGE-L"])
     assert saved["scores"] == pytest.approx(expected.scores)

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from groundtune.metrics.base import Metric, MetricScore
+from groundtune.metrics.bleu import SacreBLEU
+from groundtune.metrics.f1 import F1
+from groundtune.metrics.meteor import Meteor
 from groundtune.metrics.predictions import Predictions, read_predictions, write_predictions
-from groundtune.metrics.report import MetricScore, Report
+from groundtune.metrics.report import Report
+from groundtune.metrics.rouge import Rouge
 
-METRICS = ("F1", "SacreBLEU", "METEOR", "ROUGE-L", "ROUGE-1")
+# The one registry: the report, the CLI's --metrics help and the sweep's columns all read it, in this order
+# (the MultiDoc2Dial LLaMA-Adapter paper's Table 2 order, then ROUGE-1).
+METRICS: dict[str, Metric] = {m.name: m for m in (F1(), Meteor(), Rouge("ROUGE-L", "rougeL"), SacreBLEU(),
+                                                  Rouge("ROUGE-1", "rouge1"))}
 LANGS = ("en", "ko", "auto")
 
-__all__ = ["METRICS", "MetricScore", "Predictions", "Report", "read_predictions", "resolve_lang", "score",
-           "write_predictions"]
+__all__ = ["METRICS", "Metric", "MetricScore", "Predictions", "Report", "read_predictions", "resolve_lang",
+           "score", "write_predictions"]
 
 
 def resolve_lang(lang: str, references: Sequence[Sequence[str]]) -> str:
@@ -56,10 +64,9 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     """Score predictions against references (each a string or a list of strings; the best reference counts).
 
     lang: "en" (the MultiDoc2Dial official scoring), "ko" (Kiwi morphemes; ko-mecab for SacreBLEU) or "auto"
-    (by the share of Hangul in the references). metrics: a subset of METRICS (default all). METEOR on English
-    needs WordNet; without it, its value is None and its signature says wordnet=missing.
+    (by the share of Hangul in the references). metrics: names from METRICS (default all); only those are computed. METEOR on English
+    needs WordNet; without it, its value is None and its signature says wordnet:missing.
     """
-    from groundtune.metrics import bleu, f1, meteor, rouge
     from groundtune.metrics.tokenize import korean_analysis
 
     predictions, references = _check(predictions, references)
@@ -70,30 +77,7 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     lang = resolve_lang(lang, references)
     # Korean: one Kiwi analysis per distinct text, shared by every metric.
     analysis = korean_analysis([*predictions, *(r for refs in references for r in refs)]) if lang == "ko" else None
-    results: dict[str, MetricScore] = {}
-    per_example: dict[str, list[float]] = {}
-
-    def mean_x100(name: str, values: list[float], signature: str) -> None:
-        per_example[name] = [100 * v for v in values]
-        results[name] = MetricScore(name, 100 * sum(values) / len(values), signature)
-
-    for name in wanted:
-        if name == "F1":
-            mean_x100(name, f1.f1_per_example(predictions, references, lang, analysis), f1.signature(lang))
-        elif name == "SacreBLEU":
-            value, signature = bleu.corpus_bleu(predictions, references, lang)
-            results[name] = MetricScore(name, value, signature)
-        elif name == "METEOR":
-            counts: dict = {}
-            values = meteor.meteor_per_example(predictions, references, lang, analysis, counts)
-            if values is None:
-                results[name] = MetricScore(name, None, meteor.signature(lang), meteor.INSTALL_HINT)
-            else:
-                mean_x100(name, values, meteor.signature(lang, counts.get("capped", 0)))
-        elif name in ("ROUGE-L", "ROUGE-1") and name not in results:
-            pairs = [(n, t) for n, t in (("ROUGE-L", "rougeL"), ("ROUGE-1", "rouge1")) if n in wanted]
-            both = rouge.rouge_per_example(predictions, references, lang, analysis, types=[t for _, t in pairs])
-            for rouge_name, rouge_type in pairs:  # only the requested types are built
-                mean_x100(rouge_name, both[rouge_type], rouge.signature(rouge_type, lang, both["capped"]))
-    return Report(lang=lang, n=len(predictions), metrics={m: results[m] for m in wanted}, per_example=per_example,
+    results = {name: METRICS[name].score(predictions, references, lang, analysis) for name in wanted}
+    per_example = {name: r.per_example for name, r in results.items() if r.per_example is not None}
+    return Report(lang=lang, n=len(predictions), metrics=results, per_example=per_example,
                   ids=list(ids) if ids is not None else None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from groundtune.metrics.base import Metric, MetricScore
+
 
 @lru_cache(maxsize=1)
 def korean_tokenizer() -> str:
@@ -24,11 +26,19 @@ def _bleu(lang: str):
     return BLEU(tokenize=korean_tokenizer()) if lang == "ko" else BLEU()
 
 
-def corpus_bleu(predictions: list[str], references: list[list[str]], lang: str = "en") -> tuple[float, str]:
-    """(BLEU x100, sacrebleu signature). Examples may have different numbers of references."""
-    bleu = _bleu(lang)
-    depth = max(map(len, references))
-    # sacrebleu takes one stream per reference position; None pads examples with fewer references.
-    streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(depth)]
-    result = bleu.corpus_score(predictions, streams)
-    return result.score, f"sacrebleu:{bleu.get_signature()}"
+class SacreBLEU(Metric):
+    """Corpus-level: no per-example values. The settings are sacrebleu's own signature fields."""
+
+    name = "SacreBLEU"
+
+    def settings(self, lang: str, **found) -> dict[str, object]:
+        # sacrebleu's own signature ("nrefs:1|case:mixed|...|version:2.6.0"), field by field
+        return dict(field.split(":", 1) for field in str(found["bleu"].get_signature()).split("|"))
+
+    def score(self, predictions, references, lang, analysis=None) -> MetricScore:
+        bleu = _bleu(lang)
+        depth = max(map(len, references))
+        # sacrebleu takes one stream per reference position; None pads examples with fewer references.
+        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(depth)]
+        result = bleu.corpus_score(predictions, streams)
+        return MetricScore(self.name, result.score, self.signature(lang, bleu=bleu))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from groundtune.metrics.base import Metric, MetricScore
 from groundtune.metrics.tokenize import KoreanAnalysis, f1_tokens
 
 
@@ -24,5 +25,15 @@ def f1_per_example(predictions: list[str], references: list[list[str]], lang: st
     return [max(token_f1(tokens[pred], tokens[r]) for r in refs) for pred, refs in zip(predictions, references)]
 
 
-def signature(lang: str) -> str:
-    return f"f1:tok={'squad+kiwi' if lang == 'ko' else 'squad'}|lang={lang}|agg=mean"
+class F1(Metric):
+    name = "F1"
+
+    def settings(self, lang: str, **found) -> dict[str, object]:
+        from groundtune import __version__
+
+        # The SQuAD v1.1 script's logic, written out here: it is a script, not a library to call.
+        return {"tok": "squad+kiwi" if lang == "ko" else "squad", "lang": lang, "agg": "mean",
+                "version": f"groundtune-{__version__}"}
+
+    def score(self, predictions, references, lang, analysis=None) -> MetricScore:
+        return self.mean_x100(f1_per_example(predictions, references, lang, analysis), lang)

@@ -4,7 +4,7 @@
 nltk's synonym stage needs WordNet, which is not on PyPI. We use nltk's own `wordnet` corpus when it is
 installed, else the WordNet 3.0 dictionary of the Debian/Ubuntu package `wordnet-base` (the WordNet version
 nltk's corpus holds), copied once into an nltk_data layout in the user's cache. The signature says which. Without either, METEOR is
-reported as n/a with `wordnet=missing` in its signature rather than silently scored without synonyms.
+reported as n/a with `wordnet:missing` in its signature rather than silently scored without synonyms.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+from groundtune.metrics.base import Metric, MetricScore
 from groundtune.metrics.tokenize import KoreanAnalysis, meteor_tokens
 
 ALPHA, BETA, GAMMA = 0.9, 3.0, 0.5
@@ -142,19 +143,32 @@ class _CachedStemmer:
         self.stem = functools.lru_cache(maxsize=None)(PorterStemmer().stem)
 
 
-def signature(lang: str, capped: int = 0) -> str:
-    import nltk
+class Meteor(Metric):
+    name = "METEOR"
 
-    tok = "kiwi" if lang == "ko" else "nltk-punkt-en"
-    if lang == "ko":
-        wordnet = "off"
-    else:
-        reader, source = load_wordnet()
-        origin = "nltk" if source == "nltk_data" else "system"
-        wordnet = f"wn-{reader.get_version()}-{origin}" if reader is not None else "missing"
-    cap = f"|cap={MAX_TOKENS}" + (f"|capped={capped}" if capped else "")
-    return (f"meteor:nltk-{nltk.__version__}|tok={tok}|stem=porter|wordnet={wordnet}|a={ALPHA:g}|b={BETA:g}|"
-            f"g={GAMMA:g}{cap}")
+    def settings(self, lang: str, capped: int = 0, **found) -> dict[str, object]:
+        import nltk
+
+        if lang == "ko":
+            wordnet = "off"
+        else:
+            reader, source = load_wordnet()
+            origin = "nltk" if source == "nltk_data" else "system"
+            wordnet = f"wn-{reader.get_version()}-{origin}" if reader is not None else "missing"
+        out: dict[str, object] = {"tok": "kiwi" if lang == "ko" else "nltk-punkt-en", "stem": "porter",
+                                  "wordnet": wordnet, "a": f"{ALPHA:g}", "b": f"{BETA:g}", "g": f"{GAMMA:g}",
+                                  "cap": MAX_TOKENS}
+        if capped:
+            out["capped"] = capped
+        out["version"] = f"nltk-{nltk.__version__}"
+        return out
+
+    def score(self, predictions, references, lang, analysis=None) -> MetricScore:
+        counts: dict = {}
+        values = meteor_per_example(predictions, references, lang, analysis, counts)
+        if values is None:
+            return MetricScore(self.name, None, self.signature(lang), INSTALL_HINT)
+        return self.mean_x100(values, lang, capped=counts.get("capped", 0))
 
 
 def meteor_per_example(predictions: list[str], references: list[list[str]], lang: str = "en",

@@ -5,13 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-
-@dataclass
-class MetricScore:
-    name: str  # F1, SacreBLEU, METEOR, ROUGE-L, ROUGE-1
-    value: float | None  # x100; None when the metric could not be computed (see note)
-    signature: str
-    note: str | None = None
+from groundtune.metrics.base import MetricScore
 
 
 @dataclass
@@ -40,7 +34,8 @@ class Report:
 
     def as_dict(self, per_example: bool = False) -> dict:
         out = {"lang": self.lang, "n": self.n, "scores": self.scores, "signatures": self.signatures,
-               "metrics": {name: asdict(m) for name, m in self.metrics.items()}}
+               "metrics": {name: {k: v for k, v in asdict(m).items() if k != "per_example"}
+                           for name, m in self.metrics.items()}}
         if self.notes:
             out["notes"] = self.notes
         if per_example:

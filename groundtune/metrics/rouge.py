@@ -8,6 +8,7 @@ Korean: rouge_score's tokenizer keeps only [a-z0-9] and so deletes Hangul; Kiwi 
 
 from __future__ import annotations
 
+from groundtune.metrics.base import Metric, MetricScore, library_version
 from groundtune.metrics.tokenize import KoreanAnalysis, TableTokenizer, rouge_tokens
 
 ROUGE_TYPES = ("rouge1", "rougeL")
@@ -58,9 +59,21 @@ def rouge_per_example(predictions: list[str], references: list[list[str]], lang:
     return out
 
 
-def signature(rouge_type: str, lang: str, capped: int = 0) -> str:
-    from importlib.metadata import version
+class Rouge(Metric):
+    """One ROUGE type; only the requested types are built."""
 
-    tok = "kiwi" if lang == "ko" else "default"
-    cap = f"|lcs_cap={MAX_LCS_TOKENS}" + (f"|capped={capped}" if capped else "") if rouge_type == "rougeL" else ""
-    return f"{rouge_type}:rouge_score-{version('rouge-score')}|tok={tok}|stem=no|agg=mean{cap}"
+    def __init__(self, name: str, rouge_type: str):
+        self.name, self.rouge_type = name, rouge_type
+
+    def settings(self, lang: str, capped: int = 0, **found) -> dict[str, object]:
+        out: dict[str, object] = {"tok": "kiwi" if lang == "ko" else "default", "stem": "no", "agg": "mean"}
+        if self.rouge_type == "rougeL":
+            out["lcs_cap"] = MAX_LCS_TOKENS
+            if capped:
+                out["capped"] = capped
+        out["version"] = library_version("rouge-score")
+        return out
+
+    def score(self, predictions, references, lang, analysis=None) -> MetricScore:
+        values = rouge_per_example(predictions, references, lang, analysis, types=[self.rouge_type])
+        return self.mean_x100(values[self.rouge_type], lang, capped=values["capped"])
