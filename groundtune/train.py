@@ -346,7 +346,9 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
     if accelerator.is_main_process:
-        save_adapter(model, out / ADAPTER)
+        from groundtune.data.prompt_format import from_data_config
+
+        save_adapter(model, out / ADAPTER, prompt_format=from_data_config(cfg.data))  # how serving builds prompts
         atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in state["losses"]))
         plot_losses(state["losses"], out / "loss.png", f"{cfg.method['method']} · {Path(cfg.output_dir).name}")
     accelerator.wait_for_everyone()  # no process goes on (say, to read the adapter) before it is written

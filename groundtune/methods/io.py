@@ -25,12 +25,19 @@ CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 
 
-def save_adapter(model, folder: str | os.PathLike) -> Path:
-    """Write the attached method's trainable parameters and settings to `folder` (atomically)."""
+def save_adapter(model, folder: str | os.PathLike, prompt_format: dict | None = None) -> Path:
+    """Write the attached method's trainable parameters and settings to `folder` (atomically).
+
+    prompt_format: how the training prompts were built (`groundtune.data.prompt_format`), written beside them
+    so that `groundtune serve` builds its prompts the same way."""
     config = attached_config(model)
     if config is None:
         raise ValueError("no adapter is attached to this model: call groundtune.attach(model, config) first")
     with atomic_folder(folder) as tmp:
+        if prompt_format is not None:
+            from groundtune.data.prompt_format import write as write_prompt_format
+
+            write_prompt_format(tmp, prompt_format)
         method = get(config.method)
         if method.save is not None:  # a layout of the method's own (LoRA: peft's)
             method.save(model, tmp)
