@@ -686,5 +686,25 @@ def summarize_eval(
         atomic_write(output_dir / "results.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
 
 
+
+@app.command()
+def serve(
+    model: Optional[str] = typer.Option(None, help="Base model: folder, .gguf, hub id; default the embedded SmolLM2-135M-Instruct."),
+    adapter: list[str] = typer.Option([], "--adapter", help="NAME=FOLDER of an adapter to serve as model NAME (repeatable)."),
+    index: Optional[str] = typer.Option(None, help="Index folder (`groundtune index`): chat answers retrieve and cite passages."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --api-key."),
+    port: int = typer.Option(8000, help="Port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GROUNDTUNE_API_KEY",
+                                          help="Clients must send 'Authorization: Bearer KEY'; enables /admin."),
+    max_batch: int = typer.Option(8, help="Most requests of one adapter generated together."),
+    max_queue: int = typer.Option(64, help="Most waiting requests; beyond it the server answers 503 + Retry-After."),
+):
+    """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) and a chat page at /,
+    each request's `model` picking one of the adapters, hot-swapped on one loaded base."""
+    from groundtune.serve import serve as run_server
+
+    run_server(model, adapter, index=index, host=host, port=port, api_key=api_key, max_batch=max_batch,
+               max_queue=max_queue)
+
 if __name__ == "__main__":
     app()
