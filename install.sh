@@ -28,4 +28,8 @@ if ! "$PY" -c "from groundtune.metrics.meteor import wordnet_available as w; imp
     (apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null) || echo "install.sh: wordnet-base not installed; METEOR will report it" >&2
   fi
 fi
+# The chat page's browser test drives Debian's chromium through chromium-driver (it skips, saying so, without them).
+if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null) || echo "install.sh: chromium not installed; the chat-page browser test will skip" >&2
+fi
 echo "install.sh: groundtune is installed in $VENV (run $VENV/bin/groundtune, or: source $VENV/bin/activate)"
