@@ -54,6 +54,16 @@ def offline(folder, prompt: str, max_new_tokens: int) -> str:
                     progress=False)[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: a tiny model gains nothing from two, and on a loaded machine OpenMP's barriers between
+    two threads make each of its small matmuls wait milliseconds (15x slower generation here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")

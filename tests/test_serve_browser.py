@@ -14,6 +14,8 @@ import pytest
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 pytest.importorskip("uvicorn")
 
+from test_serve import one_thread  # noqa: E402,F401  (fixture: one torch thread for the tiny model)
+
 BROWSER = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None,
