@@ -327,14 +327,15 @@ def retrieve(
     query: Optional[str] = typer.Argument(None, help="The user's question (omit with --eval)."),
     history: list[str] = typer.Option([], "--history", help="An earlier turn as 'role: utterance', oldest first; repeat."),
     k: int = typer.Option(5, "-k", help="Passages to return (with --eval: recall is reported at 1, 5 and 10)."),
-    method: Optional[str] = typer.Option(None, help="bm25, dense or hybrid (reciprocal rank fusion); default: "
-                                         "hybrid when the index has dense vectors, else bm25."),
+    method: Optional[str] = typer.Option(None, help="bm25, dense or hybrid (weighted reciprocal rank fusion); "
+                                         "default: the index's (index.json fusion: hybrid, or bm25 when the dense "
+                                         "weight is 0, e.g. an English encoder on a Korean corpus)."),
     reranker: Optional[Path] = typer.Option(None, help="Cross-encoder folder from `groundtune train-reranker`: "
                                             "re-scores the top 20."),
     eval_: list[Path] = typer.Option([], "--eval", exists=True, help="Score retrieval instead: doc2dial / MultiDoc2Dial "
                                      "dialogue files, or reading-comprehension .jsonl question files; repeatable."),
     pipelines: Optional[str] = typer.Option(None, help="With --eval: comma-separated pipelines, e.g. "
-                                            "bm25,dense,hybrid,hybrid+rerank (default: every one the index allows)."),
+                                            "bm25,dense,hybrid,hybrid+rerank,hybrid+upr (default: every one the index allows but UPR, which is slow)."),
     limit: Optional[int] = typer.Option(None, help="With --eval: only the first N queries."),
     out: Path = typer.Option(Path("retrieval-eval.json"), help="With --eval: where the JSON report goes."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines instead of a table."),

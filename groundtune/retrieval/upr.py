@@ -67,19 +67,23 @@ class UPRReranker:
                 batch = order[start : start + self.batch_size]
                 seqs = [rows[i][0] + rows[i][1] for i in batch]
                 width = max(map(len, seqs))
+                keep = max(len(rows[i][1]) for i in batch) + 1
+                # left padding: every row ends at the last column, so the question tokens of all rows sit in the
+                # last `keep` columns and the LM head runs on those alone (logits_to_keep), not on the passages
                 ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for j, s in enumerate(seqs):  # right padding: positions stay 0.. for every row
-                    ids[j, : len(s)] = torch.tensor(s)
-                    mask[j, : len(s)] = 1
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-                logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+                for j, seq in enumerate(seqs):
+                    ids[j, width - len(seq):] = torch.tensor(seq)
+                    mask[j, width - len(seq):] = 1
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                    position_ids=positions.to(device), logits_to_keep=keep).logits.float()
+                logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # column c predicts token width - keep + c + 1
                 for j, i in enumerate(batch):
-                    context, target = rows[i]
-                    lo = len(context) - 1  # logits at position t predict token t + 1
-                    positions = torch.arange(lo, lo + len(target), device=logprobs.device)
+                    target = rows[i][1]
+                    cols = torch.arange(keep - 1 - len(target), keep - 1, device=logprobs.device)
                     tokens = torch.tensor(target, device=logprobs.device)
-                    out[i] = float(logprobs[j, positions, tokens].mean())
+                    out[i] = float(logprobs[j, cols, tokens].mean())
         return out
 
     def rerank(
