@@ -10,7 +10,7 @@ import torch
 
 import groundtune as gt
 from groundtune.methods import trainable_state_dict
-from tiny import VOCAB, tiny_model
+from tiny import VOCAB, randomise, tiny_model
 
 CONFIG = gt.LlamaAdapterConfig(layers=2, length=4)
 GEN = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
@@ -18,13 +18,6 @@ GEN = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, output_scores=True
 
 def _adapted(family="llama", seed=0):
     return gt.attach(tiny_model(family, seed=seed), CONFIG)
-
-
-def _randomise(model, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.copy_(torch.randn(p.shape, generator=g))
 
 
 def _inputs(seed=1, batch=2, length=7):
@@ -57,7 +50,7 @@ def _assert_matches_fresh(model, x, family="llama"):
 
 def test_no_grad_eval_then_train_step_then_eval():
     model, x = _adapted(), _inputs()
-    _randomise(model)
+    randomise(model, scale=1.0)
     _generate(model, x)  # an evaluation: the adapter caches within it
     model.train()
     loss = model(input_ids=x, labels=x).loss
@@ -74,7 +67,7 @@ def test_no_grad_eval_then_train_step_then_eval():
 
 def test_periodic_evaluation_inside_training_keeps_the_adapter_learning():
     model, x = _adapted(), _inputs(batch=4)
-    _randomise(model)  # non-zero gates, so that the prompts get gradient from the first step
+    randomise(model, scale=1.0)  # non-zero gates, so that the prompts get gradient from the first step
     # A second trainable part: had the adapter been fed cached (detached) tensors, the loss would still have a
     # graph and backward would pass while the adapter silently stopped learning.
     model.lm_head.weight.requires_grad_(True)
@@ -115,10 +108,10 @@ def test_data_edit_is_seen():
 @pytest.mark.parametrize("assign", [False, True])
 def test_load_state_dict_is_seen(assign):
     model, x = _adapted(), _inputs()
-    _randomise(model, seed=3)
+    randomise(model, seed=3, scale=1.0)
     _generate(model, x)
     other = _adapted()
-    _randomise(other, seed=4)
+    randomise(other, seed=4, scale=1.0)
     new = {k: v.detach().clone() for k, v in trainable_state_dict(other).items()}
     model.load_state_dict(new, strict=False, assign=assign)
     if assign:  # replaced Parameter objects: their version counters restart at zero
@@ -130,7 +123,7 @@ def test_load_state_dict_is_seen(assign):
 
 def test_dtype_switch_is_seen():
     model, x = _adapted(), _inputs()
-    _randomise(model)
+    randomise(model, scale=1.0)
     _generate(model, x)
     model.to(torch.bfloat16)
     _assert_matches_fresh(model, x)
@@ -140,10 +133,10 @@ def test_dtype_switch_is_seen():
 
 def test_adapter_swap_is_seen(tmp_path):
     first, x = _adapted(), _inputs()
-    _randomise(first, seed=3)
+    randomise(first, seed=3, scale=1.0)
     gt.save_adapter(first, tmp_path / "a")
     second = _adapted()
-    _randomise(second, seed=4)
+    randomise(second, seed=4, scale=1.0)
     gt.save_adapter(second, tmp_path / "b")
     model = gt.load_adapter(tiny_model("llama"), tmp_path / "a")
     seq_a = _generate(model, x)[1]
@@ -155,7 +148,7 @@ def test_adapter_swap_is_seen(tmp_path):
 
 def test_reused_only_within_one_decoding_run():
     model, x = _adapted(), _inputs(batch=1)
-    _randomise(model)
+    randomise(model, scale=1.0)
     adapter = next(m.adaption_prompt for m in model.modules() if hasattr(m, "adaption_prompt"))
     rows = []
     handle = adapter.spec.module.k_proj.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))

@@ -6,16 +6,9 @@ import torch
 import groundtune as gt
 from groundtune.methods import count_trainable, trainable_state_dict
 from groundtune.methods.lora import merge_and_unload
-from tiny import FAMILIES, VOCAB, tiny_model
+from tiny import FAMILIES, VOCAB, randomise, tiny_model
 
 X = torch.randint(1, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
-
-
-def _randomise(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -36,7 +29,7 @@ def test_lora_defaults_cover_q_k_v_o_of_every_family(family):
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
 def test_lora_merge_gives_the_same_logits_with_a_plain_model(family):
     model = gt.attach(tiny_model(family), gt.LoraConfig(r=2, alpha=4))
-    _randomise(model)
+    randomise(model)
     adapted = model(X).logits
     merged = merge_and_unload(model)
     assert type(merged).__name__.endswith(("ForCausalLM", "LMHeadModel"))
@@ -48,7 +41,7 @@ def test_lora_merge_gives_the_same_logits_with_a_plain_model(family):
                          ids=["lora", "llama_adapter"])
 def test_save_and_load_give_identical_logits(tmp_path, config):
     model = gt.attach(tiny_model("llama"), config)
-    _randomise(model)
+    randomise(model)
     expected = model(X).logits
     gt.save_adapter(model, tmp_path / "adapter")
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir() if p.suffix in (".json", ".safetensors")) == [
@@ -73,7 +66,7 @@ def test_lora_folder_loads_in_plain_peft(tmp_path):
     from peft import PeftModel
 
     model = gt.attach(tiny_model("qwen2"), gt.LoraConfig(r=2, alpha=2))
-    _randomise(model)
+    randomise(model)
     expected = model(X).logits
     gt.save_adapter(model, tmp_path / "lora")
     plain = PeftModel.from_pretrained(tiny_model("qwen2"), tmp_path / "lora")
@@ -96,7 +89,7 @@ def test_several_adapters_swap_on_one_loaded_base(tmp_path):
     for name, config, seed in [("a", gt.LlamaAdapterConfig(layers=2, length=3), 1), ("b", gt.LoraConfig(r=2), 2),
                                ("c", gt.LlamaAdapterConfig(layers=3, length=2), 3)]:
         model = gt.attach(tiny_model("llama"), config)
-        _randomise(model, seed)
+        randomise(model, seed)
         outputs[name] = model(X).logits
         gt.save_adapter(model, tmp_path / name)
     base = tiny_model("llama")
@@ -111,7 +104,7 @@ def test_several_adapters_swap_on_one_loaded_base(tmp_path):
 def test_saving_replaces_an_adapter_atomically(tmp_path):
     model = gt.attach(tiny_model("gpt2"), gt.LlamaAdapterConfig(layers=1, length=2))
     gt.save_adapter(model, tmp_path / "a")
-    _randomise(model)
+    randomise(model)
     gt.save_adapter(model, tmp_path / "a")
     assert [p.name for p in tmp_path.iterdir()] == ["a"]  # no temporary folders left behind
     assert torch.equal(gt.load_adapter(tiny_model("gpt2"), tmp_path / "a")(X).logits, model(X).logits)

@@ -10,7 +10,7 @@ import torch
 
 import groundtune as gt
 from groundtune.methods import count_trainable, trainable_state_dict
-from tiny import VOCAB, tiny_model
+from tiny import VOCAB, randomise, tiny_model
 
 FAMILY = "gemma3_text"
 CONFIGS = {
@@ -20,13 +20,6 @@ CONFIGS = {
     "dept": gt.DeptConfig(length=4, rank=3, max_length=12),
     "accept": gt.AcceptConfig(length=4, subspaces=4, codewords=3, scap_subspaces=2, scap_codewords=2, max_length=12),
 }
-
-
-def _randomise(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 def _left_padded(seed=1, width=10):
@@ -75,7 +68,7 @@ def test_zero_init_gives_the_base_logits(method):
 @pytest.mark.parametrize("method", ["lora", "prompt_tuning", "dept"])
 def test_left_padded_rows_see_what_they_see_unpadded(method):
     model = gt.attach(tiny_model(FAMILY), CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     ids, mask = _left_padded()
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
@@ -88,7 +81,7 @@ def test_left_padded_rows_see_what_they_see_unpadded(method):
 def test_generate_with_cache_equals_a_greedy_loop_without(method):
     """Twelve new tokens after ten: past the 16-token window of the sliding layers for the prompt methods."""
     model = gt.attach(tiny_model(FAMILY), CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     model.generation_config.eos_token_id = None
     ids, mask = _left_padded()
     with torch.no_grad():
@@ -103,7 +96,7 @@ def test_generate_with_cache_equals_a_greedy_loop_without(method):
 @pytest.mark.parametrize("method", list(CONFIGS))
 def test_gradients_reach_the_adapter_and_nothing_else(method):
     model = gt.attach(tiny_model(FAMILY), CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     model.train()
     ids, mask = _left_padded()
     model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
@@ -120,7 +113,7 @@ def test_save_load_detach_round_trip(tmp_path, method):
     with torch.no_grad():
         plain = base(x).logits
     model = gt.attach(base, CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     with torch.no_grad():
         expected = model(x).logits
     gt.save_adapter(model, tmp_path / method)

@@ -6,18 +6,12 @@ import torch.nn.functional as F
 
 import groundtune as gt
 from groundtune.methods import count_trainable, trainable_state_dict
-from tiny import FAMILIES, VOCAB, tiny_model
+from tiny import FAMILIES, VOCAB, randomise, tiny_model
 
 
 def _adapted(family, layers=2, length=4, gate="per_head", attn="sdpa", seed=0):
     model = tiny_model(family, seed=seed, attn_implementation=attn)
     return gt.attach(model, gt.LlamaAdapterConfig(layers=layers, length=length, gate=gate))
-
-
-def _randomise(model):
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.normal_()
 
 
 def _inputs(seed=1, batch=2, length=10):
@@ -79,7 +73,7 @@ def _output_weight(module):
 def test_random_gates_match_a_plain_reference(family, gate):
     x = _inputs()
     adapted = _adapted(family, gate=gate, seed=0)
-    _randomise(adapted)
+    randomise(adapted, scale=1.0)
     ours = adapted(x).logits
 
     reference = tiny_model(family, seed=0)
@@ -108,7 +102,7 @@ def test_random_gates_match_a_plain_reference(family, gate):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_with_cache_equals_without(family):
     adapted = _adapted(family)
-    _randomise(adapted)
+    randomise(adapted, scale=1.0)
     x = _inputs(batch=2, length=6)
     kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(x))
     with torch.no_grad():
@@ -119,7 +113,7 @@ def test_generate_with_cache_equals_without(family):
 
 def test_adapter_keys_values_computed_once_while_generating():
     adapted = _adapted("llama", layers=1)
-    _randomise(adapted)
+    randomise(adapted, scale=1.0)
     adapter = next(m.adaption_prompt for m in adapted.modules() if hasattr(m, "adaption_prompt"))
     calls = []
     handle = adapter.spec.module.k_proj.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
@@ -166,7 +160,7 @@ def test_tanh_gate_and_detach_restore_the_base():
     x = _inputs()
     base = model(x).logits
     adapted = gt.attach(model, gt.LlamaAdapterConfig(layers=3, length=2, tanh_gate=True))
-    _randomise(adapted)
+    randomise(adapted, scale=1.0)
     assert not torch.allclose(adapted(x).logits, base)
     restored = gt.detach(adapted)
     assert torch.equal(restored(x).logits, base)

@@ -7,7 +7,7 @@ import torch
 
 import groundtune as gt
 from groundtune.methods import trainable_state_dict
-from tiny import VOCAB, tiny_model
+from tiny import VOCAB, randomise, tiny_model
 
 peft = pytest.importorskip("peft")
 
@@ -105,17 +105,11 @@ def test_prompt_tuning_matches_peft(family):
 
 # ---- (c) LoRA folders both ways ----
 
-def _randomise(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
 
 @pytest.mark.parametrize("family", PARITY_FAMILIES)
 def test_a_groundtune_lora_folder_loads_in_plain_peft(tmp_path, family):
     ours = gt.attach(tiny_model(family), gt.LoraConfig(r=2, alpha=4))
-    _randomise(ours, 1)
+    randomise(ours, 1, scale=0.3)
     gt.save_adapter(ours, tmp_path / "lora")
     theirs = peft.PeftModel.from_pretrained(tiny_model(family), tmp_path / "lora")
     with torch.no_grad():
@@ -128,7 +122,7 @@ def test_a_groundtune_lora_folder_loads_in_plain_peft(tmp_path, family):
 def test_a_plain_peft_lora_folder_loads_in_groundtune_and_goes_back(tmp_path, family):
     theirs = peft.get_peft_model(tiny_model(family), peft.LoraConfig(
         r=3, lora_alpha=6, target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"))
-    _randomise(theirs, 2)
+    randomise(theirs, 2, scale=0.3)
     theirs.save_pretrained(tmp_path / "peft")
     ours = gt.load_adapter(tiny_model(family), tmp_path / "peft")
     with torch.no_grad():

@@ -10,21 +10,13 @@ from groundtune.methods._prompt_embedding import CodebookTable
 from groundtune.methods.accept import default_subspaces
 
 BUILDERS = {"accept": accept.build, "dept": dept.build, "prompt_tuning": prompt_tuning.build}
-from tiny import FAMILIES, VOCAB, tiny_model
+from tiny import FAMILIES, VOCAB, randomise, tiny_model
 
 PROMPT_CONFIGS = {
     "prompt_tuning": gt.PromptTuningConfig(length=5),
     "dept": gt.DeptConfig(length=4, rank=3, max_length=6),
     "accept": gt.AcceptConfig(length=4, subspaces=4, codewords=3, scap_subspaces=2, scap_codewords=2, max_length=6),
 }
-
-
-def _randomise(model, seed=0):
-    # Non-zero everywhere (B and the SCAP codebook start at zero), so that every part shows in the outputs.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_state_dict(model).values():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 def _left_padded(seed=1):
@@ -112,7 +104,7 @@ CASES = [(f, "accept") for f in FAMILIES] + [(f, m) for f in ("llama", "gpt2") f
 @pytest.mark.parametrize("family,method", CASES)
 def test_left_padded_rows_see_what_they_see_unpadded(family, method):
     model = gt.attach(tiny_model(family), PROMPT_CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     ids, mask = _left_padded()
     logits = model(input_ids=ids, attention_mask=mask).logits
     assert logits.shape[:2] == ids.shape  # the logits line up with input_ids, not with the prompt
@@ -129,7 +121,7 @@ def test_sliding_window_layers_see_the_prompt_whatever_the_padding(family):
     model = tiny_model(family)
     model.config.sliding_window = config.length + 8
     model = gt.attach(model, config)
-    _randomise(model)
+    randomise(model)
     model.generation_config.eos_token_id = None  # run every step: finished rows would be padded otherwise
     ids, mask = _left_padded()
     pads = [3, 0, 5]
@@ -150,7 +142,7 @@ def test_sliding_window_layers_see_the_prompt_whatever_the_padding(family):
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_right_padding_and_labels(family, method):
     model = gt.attach(tiny_model(family), PROMPT_CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     ids, _ = _left_padded()
     mask = torch.ones_like(ids)
     mask[0, 6:] = 0
@@ -168,7 +160,7 @@ def test_right_padding_and_labels(family, method):
 @pytest.mark.parametrize("family,method", CASES)
 def test_generate_with_cache_equals_a_greedy_loop_without(family, method):
     model = gt.attach(tiny_model(family), PROMPT_CONFIGS[method])
-    _randomise(model)
+    randomise(model)
     model.generation_config.eos_token_id = None  # run every step: finished rows would be padded otherwise
     ids, mask = _left_padded()
     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
@@ -182,7 +174,7 @@ def test_generate_with_cache_equals_a_greedy_loop_without(family, method):
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_beam_search_scores_match_a_plain_forward(family):
     model = gt.attach(tiny_model(family), PROMPT_CONFIGS["accept"])
-    _randomise(model)
+    randomise(model)
     model.generation_config.eos_token_id = None
     ids, mask = _left_padded()
     new = 5
@@ -213,7 +205,7 @@ def test_the_added_part_starts_at_zero():
 
 def test_gradients_reach_every_trainable_part_and_nothing_else():
     model = gt.attach(tiny_model("gemma"), PROMPT_CONFIGS["accept"])
-    _randomise(model)
+    randomise(model)
     ids, mask = _left_padded()
     model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
     for name, p in model.named_parameters():
@@ -268,7 +260,7 @@ def test_text_initialisation_uses_the_tokenizer(tmp_path):
 def test_encoder_classifier_trains_with_its_head(method):
     config = PROMPT_CONFIGS.get(method) or gt.BitFitConfig()
     model = gt.attach(_tiny_bert(), config)
-    _randomise(model)
+    randomise(model)
     names = list(trainable_state_dict(model))
     assert "classifier.weight" in names and "classifier.bias" in names
     g = torch.Generator().manual_seed(2)
@@ -319,7 +311,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, method):
     config = PROMPT_CONFIGS.get(method) or gt.BitFitConfig()
     make = (lambda: _tiny_bert(seed=0)) if method == "bitfit" else (lambda: tiny_model("qwen2"))
     model = gt.attach(make(), config)
-    _randomise(model)
+    randomise(model)
     ids, mask = _left_padded()
     if method == "bitfit":
         mask = torch.ones_like(mask)
@@ -332,7 +324,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, method):
 
 def test_encoder_adapter_folder_holds_the_head(tmp_path):
     model = gt.attach(_tiny_bert(), PROMPT_CONFIGS["accept"])
-    _randomise(model)
+    randomise(model)
     ids = torch.randint(5, VOCAB, (2, 6))
     expected = model(input_ids=ids).logits
     gt.save_adapter(model, tmp_path / "a")
@@ -359,7 +351,7 @@ def test_bitfit_trains_biases_and_detach_puts_them_back():
     names = list(trainable_state_dict(model))
     assert names and all(n.endswith("bias") for n in names)
     assert count_trainable(model) == sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
-    _randomise(model)
+    randomise(model)
     assert not torch.allclose(model(x).logits, expected)
     assert torch.equal(gt.detach(model)(x).logits, expected)
     assert not any(p.requires_grad for p in base.parameters())

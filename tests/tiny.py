@@ -76,3 +76,14 @@ def tiny_samples(n: int = 24, seed: int = 0):
         prompt = " ".join(words[:start] + ["w2"] + answer + ["w3"] + words[start + len(answer):])
         samples.append(Sample(f"s{i}", prompt, " ".join(answer)))
     return samples
+
+
+def randomise(model, seed: int = 0, scale: float = 0.5):
+    """Draw every trainable parameter from N(0, scale²), seeded: non-zero everywhere (gates, DePT's B and ACCEPT's
+    SCAP codebook start at zero), so that every part of an adapter shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
