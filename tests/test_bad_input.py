@@ -549,3 +549,28 @@ def test_demo_names_the_model_it_loads(tmp_path):
     result = cli("demo", "--model", tmp_path / "my-model", "--steps", "1", "--output-dir", tmp_path / "demo")
     refused(result, tmp_path / "my-model")
     assert f"loading {tmp_path / 'my-model'}" in result.stdout and "SmolLM2" not in result.output
+
+
+# --- 10. a truncated dense index is named when it is loaded ---------------------------------------------------------
+
+
+def test_truncated_faiss_index_is_named(tmp_path):
+    import faiss
+    import numpy as np
+
+    from groundtune.errors import DataError
+    from groundtune.retrieval.dense import CONFIG_FILE, INDEX_FILE, DenseIndex
+
+    index = faiss.IndexFlatIP(8)
+    index.add(np.random.default_rng(0).standard_normal((20, 8)).astype("float32"))
+    faiss.write_index(index, str(tmp_path / INDEX_FILE))
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"encoder": "any"}))
+    data = (tmp_path / INDEX_FILE).read_bytes()
+    (tmp_path / INDEX_FILE).write_bytes(data[:len(data) // 3])
+    for mmap in (True, False):
+        with pytest.raises(DataError, match=r"passages\.faiss is truncated or corrupt.*--overwrite"):
+            DenseIndex.load(tmp_path, mmap=mmap)
+    (tmp_path / INDEX_FILE).write_bytes(data)
+    (tmp_path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(DataError, match="missing or corrupt"):
+        DenseIndex.load(tmp_path)

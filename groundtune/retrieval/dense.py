@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from groundtune.errors import DataError
+
 INDEX_FILE = "passages.faiss"
 # Queries are cut at 128 tokens as in MultiDoc2Dial (MAX_Q_LEN); they start with the current question, so
 # only the oldest history is lost, and encoding them takes half the time of the encoder's 256.
@@ -109,8 +111,16 @@ class DenseIndex:
         if not (folder / INDEX_FILE).is_file():
             raise FileNotFoundError(f"{folder} has no dense index ({INDEX_FILE}); build with `groundtune index --dense`")
         flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0  # vectors stay on disk, paged in on demand
-        index = faiss.read_index(str(folder / INDEX_FILE), flags)
-        encoder = json.loads((folder / CONFIG_FILE).read_text())["encoder"]
+        rebuild = "rebuild the index with `groundtune index ... --overwrite`"
+        try:
+            index = faiss.read_index(str(folder / INDEX_FILE), flags)
+        except RuntimeError as err:  # faiss reports a short or garbled file as a RuntimeError from its C++ reader
+            raise DataError(f"{folder / INDEX_FILE} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+                            f"{rebuild}") from None
+        try:
+            encoder = json.loads((folder / CONFIG_FILE).read_text())["encoder"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{folder / CONFIG_FILE} is missing or corrupt ({type(err).__name__}); {rebuild}") from None
         return cls(index, encoder)
 
     def search(self, queries: list[str], k: int = 10, *, batch_size: int = 32) -> list[list[tuple[int, float]]]:
