@@ -16,7 +16,6 @@ import csv
 import importlib.util
 import io
 import json
-import math
 import random
 import time
 from collections import Counter
@@ -258,43 +257,41 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
+class _ClassifierTask:
+    """What groundtune.train.fit needs for a sequence classifier: length-grouped batches, the head's own loss."""
+
+    def __init__(self, tokenizer, examples: list[GlueExample], task: GlueTask, cfg: "GlueConfig", seed: int):
+        self.tokenizer, self.task, self.cfg, self.seed = tokenizer, task, cfg, seed
+        self.features = encode(tokenizer, examples, cfg.max_length)
+        self.labels = [e.label for e in examples]
+        self.lengths = [len(f["input_ids"]) for f in self.features]
+        self.size = len(self.features)
+
+    def batches(self, epoch: int, size: int) -> list[list[int]]:
+        return length_grouped_batches(self.lengths, size, self.seed * 1000 + epoch)
+
+    def collate(self, rows: list[int]) -> dict:
+        return _batch(self.tokenizer, [self.features[j] for j in rows], [self.labels[j] for j in rows], self.task)
+
+    def loss_sum(self, model, batch: dict):
+        n = batch["labels"].shape[0]
+        return model(**batch).loss * n, n  # the head's mean (cross-entropy, or MSE for a regression) as a sum
+
+    def parameter_groups(self, model, lr: float) -> list[dict]:
+        return _parameter_groups(model, lr, self.cfg.head_lr)
+
+
 def train_classifier(model, tokenizer, examples: list[GlueExample], task: GlueTask, cfg: "GlueConfig",
                      seed: int, progress: bool = True) -> list[float]:
-    """AdamW with linear warm-up and decay over cfg.epochs; returns the per-step losses."""
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    """groundtune's one training loop (train.fit) with linear warm-up and decay over cfg.epochs, fp32;
+    returns the per-step losses."""
+    from groundtune.train import Schedule, fit
 
-    features = encode(tokenizer, examples, cfg.max_length)
-    labels = [e.label for e in examples]
-    steps_per_epoch = math.ceil(len(features) / cfg.batch_size)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    method = cfg.method.get("method")
-    optimizer = torch.optim.AdamW(_parameter_groups(model, cfg.lr, cfg.head_lr), lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
-    losses, step, epoch = [], 0, 0
-    bar = tqdm(total=total, disable=not progress, desc=f"{task.name} {method}", unit="step")
-    while step < total:
-        for idx in length_grouped_batches([len(f["input_ids"]) for f in features], cfg.batch_size, seed * 1000 + epoch):
-            batch = _batch(tokenizer, [features[j] for j in idx], [labels[j] for j in idx], task)
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step >= total:
-                break
-        epoch += 1
-    bar.close()
-    model.eval()
-    return losses
+    schedule = Schedule(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_ratio=cfg.warmup_ratio,
+                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=seed, decay="linear")
+    result = fit(model, _ClassifierTask(tokenizer, examples, task, cfg, seed), schedule, progress=progress,
+                 desc=f"{task.name} {cfg.method.get('method')}")
+    return [r["loss"] for r in result.losses]
 
 
 # ---- the runner ----

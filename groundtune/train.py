@@ -1,6 +1,8 @@
-"""Training: a frozen base, one method, AdamW with cosine warm-up, clipping, accumulation, mixed precision.
+"""Training: a frozen base, one method, AdamW with warm-up, clipping, accumulation, mixed precision.
 
-The loop runs through accelerate, so the same code runs on one CPU, one GPU, DDP, DeepSpeed ZeRO-3 or FSDP
+`fit` is the one loop every trainer in groundtune runs (decoder adapters here, encoder classifiers in
+groundtune.glue): a task supplies its batches and its loss, fit does the rest. It runs through accelerate, so
+the same code runs on one CPU, one GPU, DDP, DeepSpeed ZeRO-3 or FSDP
 (`accelerate launch --config_file examples/accelerate/... -m groundtune train run.yaml`).
 
 Two choices matter for speed:
@@ -207,70 +209,128 @@ def plot_losses(losses: list[dict], path: Path, title: str = "training loss") ->
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
-          overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Train `cfg.method` on `train_samples` (objects with .prompt and .answer). Returns the adapter folder.
+@dataclass
+class Schedule:
+    """How every trainer here steps, whatever it trains: a run config's settings, or a task runner's own."""
 
-    `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
+    lr: float
+    batch_size: int  # per process
+    epochs: float = 1.0
+    max_steps: int | None = None  # wins over epochs
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through accelerate)
+    seed: int = 0
+    save_every: int = 50  # optimizer steps between checkpoints (when fit() is given an output folder)
+    decay: str = "cosine"  # cosine | linear, after the warm-up
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> "Schedule":
+        return cls(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                   warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                   grad_accum=cfg.grad_accum, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every)
+
+
+class AnswerTask:
+    """What fit() needs from a task, for decoders: prompt/answer samples, left-padded batches, answer-only loss.
+
+    A task supplies `size`, `batches(epoch, size)` (the epoch's global batches of example indices),
+    `collate(indices)` (a batch of tensors) and `loss_sum(model, batch)` ((summed loss, count): fit() takes the
+    mean over the whole global batch); optionally `parameter_groups(model, lr)`. Encoder classification
+    (groundtune.glue) supplies its own.
+    """
+
+    def __init__(self, tokenizer, samples: list, max_prompt_tokens: int | None, max_answer_tokens: int | None,
+                 seed: int):
+        from groundtune.data.collate import Collator, encode
+
+        self.encoded = [encode(tokenizer, s, max_prompt_tokens, max_answer_tokens) for s in samples]
+        self.collator = Collator(tokenizer, padding_side="left")
+        self.seed = seed
+        self.size = len(self.encoded)
+
+    def batches(self, epoch: int, size: int) -> list[list[int]]:
+        order = _epoch_order(self.size, self.seed, epoch)
+        return [order[i:i + size] for i in range(0, self.size, size)]
+
+    def collate(self, rows: list[int]) -> dict:
+        return self.collator([self.encoded[j] for j in rows])
+
+    def loss_sum(self, model, batch: dict):
+        return answer_loss_sum(model, batch)
+
+
+@dataclass
+class FitResult:
+    model: object
+    losses: list[dict]
+    trainable_params: int
+    main_process: bool
+    finished: bool  # False when stop_after ended the run early
+
+
+def _scheduler(optimizer, schedule: Schedule, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    make = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup}.get(schedule.decay)
+    if make is None:
+        raise ValueError(f"decay must be 'cosine' or 'linear', not {schedule.decay!r}")
+    return make(optimizer, int(schedule.warmup_ratio * total_steps), total_steps)
+
+
+def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: TrainConfig | None = None,
+        resume: bool = False, overwrite: bool = False, progress: bool = True, stop_after: int | None = None,
+        desc: str = "train") -> FitResult:
+    """The one training loop: AdamW over the trainable parameters, warm-up then cosine or linear decay,
+    clipping, accumulation and mixed precision through accelerate, so the same code runs on one CPU, a GPU, or
+    under `accelerate launch` with N processes.
+
+    There, `schedule.batch_size` is per process: each optimizer step sees one global batch of N x batch_size
+    examples, cut in N consecutive shards, the same examples in the same order a single process with batch size
+    N x batch_size sees, with the same mean loss. With `out`, the main process writes checkpoints there (and
+    `config` as config.yaml) and `resume` continues from one bit for bit; without it nothing is written.
     `stop_after` ends the run after that many optimizer steps, as an interruption would (for tests).
-
-    Under `accelerate launch` with N processes, `cfg.batch_size` is per process: each optimizer step sees one
-    global batch of N x batch_size samples, cut in N consecutive shards, the same samples in the same order a
-    single process with batch_size N x batch_size sees, with the same token-mean loss. Only the main process
-    writes files; every process returns the trained model.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
-    from groundtune.data.collate import Collator, encode
-
-    if not train_samples:
-        raise ValueError("no training samples: check the data paths and the drop report above")
-    out = Path(cfg.output_dir)
-    if resume:
-        prepare_output(cfg, resume=True)  # the checkpoint's settings must match (before the model loads)
-    if model is None:
-        from groundtune.models import load_model
-
-        model, tokenizer = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # adapter initialisation depends on it
-    model = attach(model, config_from_dict(cfg.method))
     # accelerate keeps one state per process; reset it (not the distributed set-up) so runs in one process,
-    # such as a sweep, can each choose their precision.
+    # such as a sweep, can each choose their precision. accelerate has no public way to do this (transformers'
+    # Trainer calls the same).
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(cfg.precision, "no"),
-                              gradient_accumulation_steps=cfg.grad_accum)
+    accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(schedule.precision, "no"),
+                              gradient_accumulation_steps=schedule.grad_accum)
     world, rank = accelerator.num_processes, accelerator.process_index
     launched = int(os.environ.get("WORLD_SIZE", world))  # set by torchrun, so by `accelerate launch`
     if launched != world:
         # e.g. `accelerate launch --multi_gpu` on a machine without GPUs: every process would train on its own
-        # and all of them would write the same output_dir.
+        # and all of them would write the same output folder.
         raise RuntimeError(f"launched as {launched} processes, but accelerate set up {world}: on CPUs launch with "
                            "ACCELERATE_USE_CPU=1 (see the README, 'Past one machine')")
 
-    encoded = [encode(tokenizer, s, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens) for s in train_samples]
-    collate = Collator(tokenizer, padding_side="left")
-    global_batch = cfg.batch_size * world
-    batches_per_epoch = math.ceil(len(encoded) / global_batch)
-    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    global_batch = schedule.batch_size * world
+    batches_per_epoch = len(task.batches(0, global_batch))
+    steps_per_epoch = max(1, batches_per_epoch // schedule.grad_accum)
+    total_steps = schedule.max_steps or max(1, math.ceil(schedule.epochs * steps_per_epoch))
 
-    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    groups = task.parameter_groups(model, schedule.lr) if hasattr(task, "parameter_groups") else \
+        optimizer_groups(model, schedule.lr)
+    optimizer = torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    scheduler = _scheduler(optimizer, schedule, total_steps)
     # The schedule counts optimizer steps, so it is stepped here, not by accelerate: a prepared scheduler steps
     # once per process on each optimizer step, as if every process had a data loader of its own.
     model, optimizer = accelerator.prepare(model, optimizer)
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "num_processes": world}
-    if resume and (out / CHECKPOINT).exists():
+    if out is not None and resume and (out / CHECKPOINT).exists():
         state = _load_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler)
         if state.setdefault("num_processes", 1) != world:
             raise ValueError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
                              f"resume it with as many (this one has {world}), or start a new output_dir")
-    elif not resume and (out / CHECKPOINT).exists():
+    elif out is not None and (out / CHECKPOINT).exists():
         if not overwrite:
             raise OutputError(f"{out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
                               "start afresh, or choose another output_dir")
@@ -278,39 +338,43 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
             import shutil
 
             shutil.rmtree(out / CHECKPOINT)
-    from dataclasses import asdict
+    if config is not None:
+        from dataclasses import asdict
 
-    state["config"] = asdict(cfg)  # what a resume is checked against
+        state["config"] = asdict(config)  # what a resume is checked against
     accelerator.wait_for_everyone()  # every process has looked for a checkpoint before the main one writes
-    if accelerator.is_main_process:
+    if out is not None and accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.yaml", to_yaml(cfg))
+        if config is not None:
+            atomic_write(out / "config.yaml", to_yaml(config))
 
     n_trainable = count_trainable(model)
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress or not accelerator.is_main_process,
-               desc=f"train {cfg.method['method']} ({n_trainable:,} params)", unit="step")
+               desc=f"{desc} ({n_trainable:,} params)", unit="step")
     model.train()
     running, micro = 0.0, 0
+    finished = True
     while state["step"] < total_steps:
-        order = _epoch_order(len(encoded), cfg.seed, state["epoch"])
-        while state["batch_in_epoch"] < batches_per_epoch and state["step"] < total_steps:
-            i = state["batch_in_epoch"] * global_batch
-            rows = order[i:i + global_batch]
-            shard = rows[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-            # The last global batch can leave a process without samples; it still joins the gradient
-            # all-reduce, with one sample weighted zero.
+        batches = task.batches(state["epoch"], global_batch)
+        while state["batch_in_epoch"] < len(batches) and state["step"] < total_steps:
+            rows = batches[state["batch_in_epoch"]]
+            shard = rows[rank * schedule.batch_size:(rank + 1) * schedule.batch_size]
+            # The last global batch can leave a process without examples; it still joins the gradient
+            # all-reduce, with one example weighted zero.
             weight = 1.0 if shard else 0.0
-            batch = collate([encoded[j] for j in shard or rows[:1]])
+            batch = task.collate(shard or rows[:1])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model), accelerator.autocast():
-                total, count = answer_loss_sum(model, batch)
-                # Token mean over the global batch: this process's sum over all processes' token count. The
-                # gradient all-reduce averages over processes, so the backward loss is scaled by their number.
+                total, count = task.loss_sum(model, batch)
+                # Mean over the global batch: this process's sum over all processes' count. The gradient
+                # all-reduce averages over processes, so the backward loss is scaled by their number.
+                count = torch.as_tensor(count, device=accelerator.device)
                 tokens = accelerator.reduce(count * weight, reduction="sum") if world > 1 else count
                 loss = total * weight / tokens.clamp(min=1)
                 accelerator.backward(loss * world)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                schedule.max_grad_norm)
                 optimizer.step()
                 if accelerator.sync_gradients and not optimizer.step_was_skipped:
                     scheduler.step()
@@ -327,29 +391,58 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
             bar.update(1)
             bar.set_postfix(loss=f"{running / micro:.3f}")
             running, micro = 0.0, 0
-            if state["step"] % cfg.save_every == 0 or state["step"] == total_steps:
+            if out is not None and (state["step"] % schedule.save_every == 0 or state["step"] == total_steps):
                 if accelerator.is_main_process:
                     _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
             if stop_after is not None and state["step"] >= stop_after:
-                bar.close()
-                accelerator.wait_for_everyone()
-                return TrainResult(out / ADAPTER, state["losses"],
-                                   accelerator.unwrap_model(model, keep_fp32_wrapper=False), n_trainable,
-                                   accelerator.is_main_process)
-        if state["batch_in_epoch"] >= batches_per_epoch:
+                finished = False
+                break
+        if not finished:
+            break
+        if state["batch_in_epoch"] >= len(batches):
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
     bar.close()
-
+    accelerator.wait_for_everyone()
     # keep_fp32_wrapper=False: take back the autocast wrapper accelerate put on forward(), so the caller's model
     # runs in its own precision again.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     model.eval()
-    if accelerator.is_main_process:
+    return FitResult(model, state["losses"], n_trainable, accelerator.is_main_process, finished)
+
+
+def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
+          overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train `cfg.method` on `train_samples` (objects with .prompt and .answer): fit() with the answer-only
+    loss, then the adapter, losses and loss plot in cfg.output_dir. Returns where the adapter is.
+
+    `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
+    Under `accelerate launch`, `cfg.batch_size` is per process (see fit); only the main process writes files,
+    and every process returns the trained model.
+    """
+    from accelerate import PartialState
+
+    if not train_samples:
+        raise ValueError("no training samples: check the data paths and the drop report above")
+    out = Path(cfg.output_dir)
+    if resume:
+        prepare_output(cfg, resume=True)  # the checkpoint's settings must match (before the model loads)
+    if model is None:
+        from groundtune.models import load_model
+
+        model, tokenizer = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # adapter initialisation depends on it
+    model = attach(model, config_from_dict(cfg.method))
+    task = AnswerTask(tokenizer, train_samples, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens, cfg.seed)
+    result = fit(model, task, Schedule.of(cfg), out=out, config=cfg, resume=resume, overwrite=overwrite,
+                 progress=progress, stop_after=stop_after, desc=f"train {cfg.method['method']}")
+    model = result.model
+    if result.finished and result.main_process:
         from groundtune.data.prompt_format import from_data_config
 
         save_adapter(model, out / ADAPTER, prompt_format=from_data_config(cfg.data))  # how serving builds prompts
-        atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in state["losses"]))
-        plot_losses(state["losses"], out / "loss.png", f"{cfg.method['method']} · {Path(cfg.output_dir).name}")
-    accelerator.wait_for_everyone()  # no process goes on (say, to read the adapter) before it is written
-    return TrainResult(out / ADAPTER, state["losses"], model, n_trainable, accelerator.is_main_process)
+        atomic_write(out / "losses.jsonl", "".join(json.dumps(r) + "\n" for r in result.losses))
+        plot_losses(result.losses, out / "loss.png", f"{cfg.method['method']} · {Path(cfg.output_dir).name}")
+    PartialState().wait_for_everyone()  # no process goes on (say, to read the adapter) before it is written
+    return TrainResult(out / ADAPTER, result.losses, model, result.trainable_params, result.main_process)
