@@ -95,6 +95,7 @@ def main() -> None:
     # warm-up, then the baseline: the same requests one at a time through plain generate
     sequential(model, tokenizer, prompts[:1], 2)
     base = sequential(model, tokenizer, prompts, max_tokens)
+    print(f"sequential generate: {base['tokens']} tokens in {base['wall_s']:.2f} s", file=sys.stderr, flush=True)
     app, engine = build(model, tokenizer, {}, base_name=name, max_batch=8, max_queue=64)
     runs = {}
     try:
@@ -104,6 +105,7 @@ def main() -> None:
                 per_client = -(-n_requests // clients)
                 runs[clients] = drive(url, name, prompts, clients=clients, max_tokens=max_tokens,
                                       requests_per_client=per_client)
+                print(f"{clients} client(s): {runs[clients]['tokens_per_s']} tokens/s", file=sys.stderr, flush=True)
     finally:
         engine.close()
     errors = sum(r["errors"] for r in runs.values())
