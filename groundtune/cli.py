@@ -111,45 +111,23 @@ def eval_(
 ):
     """Score predictions: F1, SacreBLEU, METEOR, ROUGE-L and ROUGE-1, each x100, with the signature of each
     metric's settings. Either score a predictions file, or generate them from a config's eval split first."""
+    from groundtune import api
     from groundtune.fileio import atomic_write
-    from groundtune.metrics import read_predictions, score, write_predictions
 
     if (predictions is None) == (config is None):
-        typer.echo("groundtune eval: give either --predictions FILE or --config RUN.yaml", err=True)
-        raise typer.Exit(2)
+        fail("give either --predictions FILE or --config RUN.yaml")
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if out is not None and out.is_dir():
         fail(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.json'}")
     try:
         if config is not None:
-            from groundtune.config import load_config
-            from groundtune.generate import generate
-            from groundtune.pipeline import load_samples
-
-            cfg = load_config(config)
-            if index is not None:
-                from groundtune.retrieval.rag import check_retrieval
-
-                cfg.data.retrieval = check_retrieval({**(cfg.data.retrieval or {}), "index": str(index)},
-                                                     "--index / data.retrieval", cfg.data.format)
-            model, tokenizer = _model_with_adapter(cfg.model, adapter)
-            _, samples = load_samples(cfg.data, tokenizer)
-            if not samples:
-                raise ValueError(f"{config}: no eval samples (set data.eval or data.eval_fraction)")
-            preds = generate(model, tokenizer, [s.prompt for s in samples], cfg.generation,
-                             max_prompt_tokens=cfg.data.max_prompt_tokens)
-            refs, ids = [s.answer for s in samples], [s.id for s in samples]
-            written = write_predictions(Path(cfg.output_dir) / "eval_predictions.jsonl", preds, refs, ids)
+            report, rag, written = api.evaluate_config(api.load_config(config), adapter=adapter, index=index,
+                                                       lang=lang, metrics=chosen)
             typer.echo(f"predictions: {written}")
         else:
-            records = read_predictions(predictions)
-            preds, refs, ids = records.predictions, records.references, records.ids
-        report = score(preds, refs, lang=lang, metrics=chosen, ids=ids)
-        rag = None
-        if config is not None and cfg.data.retrieval:
-            from groundtune.retrieval.rag import rag_report
-
-            rag = rag_report(samples, preds, lang=lang, metrics=chosen)
+            records = api.read_predictions(predictions)
+            report, rag = api.score(records.predictions, records.references, lang=lang, metrics=chosen,
+                                    ids=records.ids), None
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     typer.echo(report.table(), nl=False)
@@ -158,13 +136,7 @@ def eval_(
 
         typer.echo(format_rag_report(rag), nl=False)
     if out is not None:
-        if rag is None:
-            atomic_write(out, report.to_json(per_example=True))
-        else:
-            import json
-
-            atomic_write(out, json.dumps({**json.loads(report.to_json(per_example=True)), "rag": rag}, indent=2,
-                                         ensure_ascii=False))
+        atomic_write(out, api.report_json(report, rag))
         typer.echo(f"report: {out}")
 
 
@@ -377,33 +349,13 @@ def _retrieval_eval(retriever, files, pipelines, limit, out):
     import json
 
     from groundtune.fileio import atomic_write
-    from groundtune.retrieval.evaluate import evaluate_retriever, format_table
-    from groundtune.retrieval.queries import load_queries
+    from groundtune.retrieval.evaluate import evaluate_question_files, format_table
 
-    queries, report = load_queries(files)
-    # a question grounded in a document the index does not hold cannot be scored: dropped and counted, not a miss
-    indexed = {p.doc_id for p in retriever.passages}
-    scorable = []
-    for q in queries:
-        if q.doc_id in indexed:
-            scorable.append(q)
-        else:
-            report.kept -= 1
-            report.drop("document not in the index", f"{q.qid} ({q.doc_id})")
-    queries = scorable
+    names = [p.strip() for p in pipelines.split(",") if p.strip()] if pipelines else None
+    report, n, results = evaluate_question_files(retriever, files, names, limit)
     typer.echo(str(report))
-    queries = queries[:limit] if limit else queries
-    if not queries:
-        raise ValueError("no query with a gold grounding in this index to score")
-    if pipelines:
-        names = [p.strip() for p in pipelines.split(",") if p.strip()]
-    else:
-        names = ["bm25"] + (["dense", "hybrid"] if retriever.dense is not None else [])
-        if retriever.reranker is not None:
-            names.append(f"{retriever.default_method}+rerank")
-    results = evaluate_retriever(retriever, queries, names)
     typer.echo(format_table(results))
-    payload = {"index": retriever.meta, "queries": len(queries), "dropped": report.as_dict()["dropped"], "results": results}
+    payload = {"index": retriever.meta, "queries": n, "dropped": report.as_dict()["dropped"], "results": results}
     atomic_write(out, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     typer.echo(f"report: {out}")
 
@@ -588,14 +540,6 @@ def merge_apply(
 # --- Korean instruction commands (classify) ---
 
 
-def _model_with_adapter(model: Optional[str], adapter: Optional[Path], dtype: Optional[str] = None):
-    from groundtune.methods.io import load_adapter
-    from groundtune.models import load_model
-
-    base, tokenizer = load_model(model, dtype=dtype)
-    return (load_adapter(base, adapter) if adapter else base), tokenizer
-
-
 @app.command()
 def classify(
     data: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,
@@ -624,6 +568,7 @@ def classify(
     the prompt (summed over its tokens) and the likelier one wins. Prints accuracy, macro-F1 and the confusion."""
     import json
 
+    from groundtune import api
     from groundtune.classify import ClassifyTask, classify as run_classify, load_labelled
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
@@ -635,7 +580,7 @@ def classify(
     if shots:
         examples, pool_report = load_labelled(pool or asset_path("nsmc/ratings_train.txt"), spec)
         typer.echo(str(pool_report), err=True)
-    net, tokenizer = _model_with_adapter(model or "gemma3-270m", adapter, dtype)
+    net, tokenizer = api.model_with_adapter(model or "gemma3-270m", adapter, dtype)
     result = run_classify(net, tokenizer, rows[:limit], spec, shots=shots, pool=examples, seed=seed,
                           batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
     typer.echo(result.table())
@@ -666,6 +611,7 @@ def summarize_eval(
     reference with ROUGE-1, ROUGE-L, F1, SacreBLEU and METEOR on Kiwi morphemes."""
     import json
 
+    from groundtune import api
     from groundtune.config import GenerationConfig
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
@@ -674,7 +620,7 @@ def summarize_eval(
 
     pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
     typer.echo(str(report), err=True)
-    net, tokenizer = _model_with_adapter(model or "gemma3-270m", adapter, dtype)
+    net, tokenizer = api.model_with_adapter(model or "gemma3-270m", adapter, dtype)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     samples, predictions, scores, cut = evaluate_summaries(net, tokenizer, pairs[:limit], gen, template=template,
                                                            max_document_tokens=max_document_tokens)

@@ -100,3 +100,33 @@ def evaluate_retriever(
         for name, ranked in retriever.rank_pipelines(batch, max(ks), pipelines, rerank_depth=rerank_depth).items():
             rankings[name] += [[pid for pid, _ in r] for r in ranked]
     return {name: evaluate_rankings(r, queries, retriever.passages, ks) for name, r in rankings.items()}
+
+
+def evaluate_question_files(retriever, files, pipelines: Sequence[str] | None = None, limit: int | None = None):
+    """Score `retriever` on the questions in `files` (dialogues or question .jsonl). Returns (drop report,
+    number of questions scored, {pipeline: metrics}).
+
+    A question grounded in a document the index does not hold cannot be scored: it is dropped and counted,
+    not counted as a miss. Default pipelines: BM25, plus dense and hybrid when the index has vectors, plus the
+    default one re-ranked when a reranker is loaded.
+    """
+    from groundtune.errors import DataError
+    from groundtune.retrieval.queries import load_queries
+
+    queries, report = load_queries(files)
+    indexed = {p.doc_id for p in retriever.passages}
+    scorable = []
+    for q in queries:
+        if q.doc_id in indexed:
+            scorable.append(q)
+        else:
+            report.kept -= 1
+            report.drop("document not in the index", f"{q.qid} ({q.doc_id})")
+    queries = scorable[:limit] if limit else scorable
+    if not queries:
+        raise DataError(f"no query with a gold grounding in this index to score; {report}")
+    if not pipelines:
+        pipelines = ["bm25"] + (["dense", "hybrid"] if retriever.dense is not None else [])
+        if retriever.reranker is not None:
+            pipelines.append(f"{retriever.default_method}+rerank")
+    return report, len(queries), evaluate_retriever(retriever, queries, list(pipelines))
