@@ -41,7 +41,7 @@ RANGES: dict[str, Range] = {
     "lr": _POSITIVE, "head_lr": _POSITIVE, "update_lr": _POSITIVE, "weight_decay": _NONNEG,
     "warmup_ratio": Range(0, 1), "epochs": _POSITIVE, "max_steps": _COUNT, "batch_size": _COUNT,
     "grad_accum": _COUNT, "max_grad_norm": _POSITIVE, "seed": _NONNEG, "data_seed": _NONNEG, "save_every": _COUNT,
-    "log_every": _COUNT, "max_document_tokens": _COUNT, "max_answer_tokens": _COUNT, "max_prompt_tokens": _COUNT,
+    "max_document_tokens": _COUNT, "max_answer_tokens": _COUNT, "max_prompt_tokens": _COUNT,
     "history_turns": _NONNEG, "eval_fraction": _SHARE, "dev_fraction": _SHARE, "max_train_samples": _COUNT,
     "max_eval_samples": _COUNT, "max_new_tokens": _COUNT, "num_beams": _COUNT, "max_length": _COUNT,
     # method blocks
@@ -189,7 +189,6 @@ class TrainConfig:
     precision: str = "bf16"  # bf16 | fp32 (bf16 = mixed precision: fp32 weights, bf16 autocast)
     seed: int = 42
     save_every: int = 50  # optimizer steps between checkpoints
-    log_every: int = 5
     trust_remote_code: bool = False
 
     def __post_init__(self):

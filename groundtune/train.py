@@ -126,7 +126,7 @@ def _read_state(folder: Path) -> dict:
 
 # Settings a resume may change: they cannot change the adapter or the scores. A longer schedule (max_steps or
 # epochs raised) is allowed too, as an explicit continuation.
-RESUMABLE = {"log_every", "save_every", "trust_remote_code", "output_dir"}
+RESUMABLE = {"save_every", "trust_remote_code", "output_dir"}
 LONGER = {"max_steps", "epochs"}
 
 

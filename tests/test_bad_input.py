@@ -248,7 +248,7 @@ def test_resume_refuses_changed_settings_and_lists_them(workspace, tmp_path):
             "seed: 42 -> 1", before=before)
     refused(cli("train", path, "--resume", "--set", "max_steps=1"), "max_steps: 2 -> 1", before=before)
     # logging settings, and an explicit longer schedule, may change
-    result = cli("train", path, "--resume", "--set", "log_every=1", "--set", "max_steps=3")
+    result = cli("train", path, "--resume", "--set", "save_every=1", "--set", "max_steps=3")
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["config"]["max_steps"] == 3 and [r["step"] for r in saved["losses"]] == [1, 2, 3]
