@@ -198,7 +198,7 @@ class TrainConfig:
         check_method(self.method)
 
 
-def _build(cls, values: dict, where: str, prefix: str = ""):
+def build_config(cls, values: dict, where: str, prefix: str = ""):
     """A `cls` from a YAML mapping: unknown keys, wrong types and out-of-range numbers fail here, naming `where`
     (the file) and the key, before anything is loaded."""
     if not isinstance(values, dict):
@@ -211,7 +211,7 @@ def _build(cls, values: dict, where: str, prefix: str = ""):
     kwargs = {}
     for name, value in values.items():
         sub = {"data": DataConfig, "generation": GenerationConfig}.get(name) if cls is TrainConfig else None
-        kwargs[name] = _build(sub, value, where, f"{prefix}{name}.") if sub else value
+        kwargs[name] = build_config(sub, value, where, f"{prefix}{name}.") if sub else value
     try:
         built = cls(**kwargs)
         validate(built, prefix)
@@ -223,7 +223,7 @@ def _build(cls, values: dict, where: str, prefix: str = ""):
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
-    return _build(TrainConfig, values, where)
+    return build_config(TrainConfig, values, where)
 
 
 def read_yaml(path: str | Path | None, overrides: dict[str, Any] | None = None,

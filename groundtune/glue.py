@@ -421,10 +421,10 @@ def write_results(rows: list[dict], out: Path) -> None:
 
 def load_glue_config(path: str | Path | None = None, overrides: dict | None = None) -> GlueConfig:
     """A GlueConfig from YAML (optional) with dotted-key overrides, e.g. {"method.length": 40}."""
-    from groundtune.config import _build, read_yaml
+    from groundtune.config import build_config, read_yaml
 
     values = read_yaml(path, overrides)
-    cfg = _build(GlueConfig, values, str(path or "glue options"))
+    cfg = build_config(GlueConfig, values, str(path or "glue options"))
     get_task(cfg.task)
     if "method" not in cfg.method:
         raise ValueError(f"{path or 'glue options'}: the method block needs a 'method' key (accept, dept, ..., full)")
