@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from groundtune.serve.citations import MAX_K, Citation, Grounding, RequestError, base_format, build_chat_prompt, \
+from groundtune.serve.citations import MAX_K, Grounding, RequestError, base_format, build_chat_prompt, \
     request_documents
 from groundtune.serve.engine import Engine, GenRequest, QueueFull
 
