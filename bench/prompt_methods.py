@@ -145,7 +145,7 @@ def bench(args, model: str | None = None, model_name: str = "all-MiniLM-L6-v2", 
 
     import torch
 
-    from groundtune.glue import load_glue_config, read_tsv, run_one, split_dev, write_results
+    from groundtune.tasks.glue import load_glue_config, read_tsv, run_one, split_dev, write_results
 
     if args.threads:
         torch.set_num_threads(args.threads)

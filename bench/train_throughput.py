@@ -43,8 +43,8 @@ def _peak_rss_mb() -> float:
 
 
 def _samples(tokenizer):
-    from groundtune.demo import demo_config
-    from groundtune.pipeline import load_samples
+    from groundtune.tasks.demo import demo_config
+    from groundtune.tasks.grounded import load_samples
 
     train, _ = load_samples(demo_config().data, tokenizer, verbose=False)
     return train

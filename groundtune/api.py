@@ -27,14 +27,14 @@ _EXPORTS = {
     "merge_and_unload": "groundtune.methods.lora",
     # configs and samples
     "load_config": "groundtune.config",
-    "load_samples": "groundtune.pipeline",
+    "load_samples": "groundtune.tasks.grounded",
     "encode_prompt": "groundtune.data.sample",
     # train, generate, evaluate
     "train": "groundtune.train",
     "fit": "groundtune.train",
-    "train_and_evaluate": "groundtune.pipeline",
+    "train_and_evaluate": "groundtune.tasks.grounded",
     "generate": "groundtune.generate",
-    "evaluate": "groundtune.pipeline",
+    "evaluate": "groundtune.tasks.grounded",
     "score": "groundtune.metrics",
     "read_predictions": "groundtune.metrics",
     # retrieval and merging
@@ -68,7 +68,7 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
     from groundtune.errors import DataError
     from groundtune.generate import generate
     from groundtune.metrics import score, write_predictions
-    from groundtune.pipeline import load_samples
+    from groundtune.tasks.grounded import load_samples
 
     if index is not None:
         from groundtune.retrieval.rag import check_retrieval

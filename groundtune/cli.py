@@ -67,7 +67,7 @@ def demo(
     and SacreBLEU (ko-mecab), on Gemma 3 270M, with a held-out loss curve. Each runs offline in a few CPU minutes."""
     import shutil
 
-    from groundtune.demo import demo_config, korean_demo_config, run_demo, run_korean_demo
+    from groundtune.tasks.demo import demo_config, korean_demo_config, run_demo, run_korean_demo
 
     lang = (which or lang).lower()
     if lang not in ("en", "ko"):
@@ -166,7 +166,7 @@ def train(
     Writes output_dir/adapter (peft layout), checkpoint/, losses.jsonl, loss.png, predictions.jsonl, results.json.
     For several machines run it under `accelerate launch` (see the README)."""
     from groundtune.config import load_config
-    from groundtune.pipeline import train_and_evaluate
+    from groundtune.tasks.grounded import train_and_evaluate
     from groundtune.train import prepare_output
 
     cfg = load_config(config, _overrides(set_))
@@ -188,7 +188,7 @@ def sweep(
     and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Each cell is keyed
     on its full resolved config: finished cells with the same config are reused, changed ones are trained again,
     and --resume continues a stopped sweep."""
-    from groundtune.sweep import markdown_table, run_sweep
+    from groundtune.tasks.sweep import markdown_table, run_sweep
 
     rows = run_sweep(config, output_dir, resume=resume, overwrite=overwrite)
     typer.echo(markdown_table(rows))
@@ -214,7 +214,7 @@ def glue(
 ):
     """Train one method on a GLUE task (encoders; the task head trains too) and report accuracy and F1 (MRPC,
     SST-2) or Pearson and Spearman (STS-B), with the seed and the trainable-parameter count on each row."""
-    from groundtune.glue import load_glue_config, markdown_table, run
+    from groundtune.tasks.glue import load_glue_config, markdown_table, run
 
     overrides = _overrides(set_)
     for key, value in {"task": task, "train": train and str(train), "dev": dev and str(dev), "model": model,
@@ -569,7 +569,7 @@ def classify(
     import json
 
     from groundtune import api
-    from groundtune.classify import ClassifyTask, classify as run_classify, load_labelled
+    from groundtune.tasks.classify import ClassifyTask, classify as run_classify, load_labelled
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
 
@@ -616,7 +616,7 @@ def summarize_eval(
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
     from groundtune.metrics import write_predictions
-    from groundtune.summarize import evaluate_summaries, load_summaries
+    from groundtune.tasks.summarize import evaluate_summaries, load_summaries
 
     pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
     typer.echo(str(report), err=True)

@@ -1,7 +1,7 @@
 """Training: a frozen base, one method, AdamW with warm-up, clipping, accumulation, mixed precision.
 
 `fit` is the one loop every trainer in groundtune runs (decoder adapters here, encoder classifiers in
-groundtune.glue): a task supplies its batches and its loss, fit does the rest. It runs through accelerate, so
+groundtune.tasks.glue): a task supplies its batches and its loss, fit does the rest. It runs through accelerate, so
 the same code runs on one CPU, one GPU, DDP, DeepSpeed ZeRO-3 or FSDP
 (`accelerate launch --config_file examples/accelerate/... -m groundtune train run.yaml`).
 
@@ -239,7 +239,7 @@ class AnswerTask:
     A task supplies `size`, `batches(epoch, size)` (the epoch's global batches of example indices),
     `collate(indices)` (a batch of tensors) and `loss_sum(model, batch)` ((summed loss, count): fit() takes the
     mean over the whole global batch); optionally `parameter_groups(model, lr)`. Encoder classification
-    (groundtune.glue) supplies its own.
+    (groundtune.tasks.glue) supplies its own.
     """
 
     def __init__(self, tokenizer, samples: list, max_prompt_tokens: int | None, max_answer_tokens: int | None,

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from groundtune.classify import ClassifyTask, classify, load_labelled
+    from groundtune.tasks.classify import ClassifyTask, classify, load_labelled
     from groundtune.config import DataConfig, TrainConfig
     from groundtune.data import asset_path, instruction_samples
     from groundtune.fileio import atomic_write

@@ -5,7 +5,7 @@
 The frozen base (default Gemma 3 270M, bf16) reads `문장의 긍정, 부정을 분류하세요. (문장) 정답:` and is trained
 to continue with ` 긍정` / ` 부정` (answer-only loss on the label word and EOS) on the shipped 2,000 derived NSMC
 training reviews (disjoint from the test file by id and text). Each method then classifies the first `--n`
-shipped NSMC-derived test reviews zero-shot by label log-likelihood (groundtune.classify), as the in-context
+shipped NSMC-derived test reviews zero-shot by label log-likelihood (groundtune.tasks.classify), as the in-context
 measurement does. Prints method × trainable parameters × accuracy × training minutes and ends with one JSON line;
 writes results.json and each adapter to --output-dir.
 """
@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from groundtune.classify import ClassifyTask, classify, load_labelled
+    from groundtune.tasks.classify import ClassifyTask, classify, load_labelled
     from groundtune.config import DataConfig, TrainConfig
     from groundtune.data import asset_path
     from groundtune.data.sample import Sample

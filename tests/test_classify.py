@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import groundtune
-from groundtune.classify import (ClassifyTask, LabelledText, _split_ids, classify, load_labelled, score_labels,
+from groundtune.tasks.classify import (ClassifyTask, LabelledText, _split_ids, classify, load_labelled, score_labels,
                                  select_shots)
 from groundtune.data import DataError, asset_path
 from tiny_korean import polyglot_tokenizer, tiny_for

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import groundtune as gt
-from groundtune.demo import demo_config
+from groundtune.tasks.demo import demo_config
 from groundtune.generate import generate
-from groundtune.pipeline import load_samples
+from groundtune.tasks.grounded import load_samples
 from groundtune.train import train
 
 pytestmark = pytest.mark.slow

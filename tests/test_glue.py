@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from groundtune.glue import (GlueConfig, get_task, length_grouped_batches, load_glue_config, read_tsv, run, scores,
+from groundtune.tasks.glue import (GlueConfig, get_task, length_grouped_batches, load_glue_config, read_tsv, run, scores,
                              split_dev)
 from groundtune.methods import count_trainable
 
@@ -185,7 +185,7 @@ def test_pair_tasks_run_with_a_dev_file(tmp_path, tiny_encoder, task, writer):
 
 
 def test_lora_and_bitfit_run_on_the_encoder(tmp_path, tiny_encoder):
-    from groundtune.glue import load_classifier, prepare
+    from groundtune.tasks.glue import load_classifier, prepare
 
     for method in ({"method": "lora", "r": 2}, {"method": "bitfit"}):
         torch.manual_seed(0)
@@ -222,7 +222,7 @@ def test_cli_glue(tmp_path, tiny_encoder):
 
 
 def test_regression_head_starts_at_the_mean_score(tiny_encoder):
-    from groundtune.glue import load_classifier, start_at_mean
+    from groundtune.tasks.glue import load_classifier, start_at_mean
 
     model, _ = load_classifier(tiny_encoder, 1)
     start_at_mean(model, [1.0, 2.0, 4.5])

@@ -10,8 +10,8 @@ from groundtune.config import DataConfig, GenerationConfig, TrainConfig
 from groundtune.data import DataError, asset_path, load_instructions
 from groundtune.data.instruct import KOALPACA
 from groundtune.metrics import score
-from groundtune.pipeline import train_and_evaluate
-from groundtune.summarize import (SUMMARIZE_PROMPT, SummaryPair, evaluate_summaries, join_sentences, load_summaries,
+from groundtune.tasks.grounded import train_and_evaluate
+from groundtune.tasks.summarize import (SUMMARIZE_PROMPT, SummaryPair, evaluate_summaries, join_sentences, load_summaries,
                                   summarization_samples)
 from tiny_korean import polyglot_tokenizer, tiny_for
 

@@ -110,7 +110,7 @@ def runs(tmp_path_factory):
 
     # The same run in one process, batch 4: the same global batches in the same order.
     from groundtune.config import from_dict
-    from groundtune.pipeline import train_and_evaluate
+    from groundtune.tasks.grounded import train_and_evaluate
 
     single = _run_config(root, batch_size=4, output_dir=str(root / "one"))
     single["data"] = {**single["data"], "eval": None}

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from groundtune.cli import app
 from groundtune.config import TrainConfig
-from groundtune.sweep import COLUMNS, expand, markdown_table, row
+from groundtune.tasks.sweep import COLUMNS, expand, markdown_table, row
 from tiny import tiny_model, tiny_samples, tiny_tokenizer
 
 runner = CliRunner()

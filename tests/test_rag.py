@@ -204,7 +204,7 @@ def test_config_rag_samples_and_eval_index_cli(tmp_path):
 
     from groundtune.cli import app
     from groundtune.config import load_config
-    from groundtune.pipeline import load_samples
+    from groundtune.tasks.grounded import load_samples
     from groundtune.retrieval import document_passages
     from groundtune.data import load_documents
 

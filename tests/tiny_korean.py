@@ -16,7 +16,7 @@ EOS = "<|endoftext|>"
 
 
 def _corpus() -> list[str]:
-    from groundtune.classify import NSMC_TEMPLATE
+    from groundtune.tasks.classify import NSMC_TEMPLATE
     from groundtune.data import asset_path, load_instructions
     from groundtune.data.instruct import KOALPACA
 

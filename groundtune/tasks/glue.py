@@ -1,6 +1,6 @@
 """GLUE on encoders: MRPC, STS-B and SST-2 from their TSV files, any method, a row of scores per seed.
 
-    from groundtune.glue import GlueConfig, run
+    from groundtune.tasks.glue import GlueConfig, run
     rows = run(GlueConfig(task="mrpc", method={"method": "accept", "length": 60}, train="MRPC/train.tsv"))
 
 The files are GLUE's own TSVs (download_glue_data.py layout, a header row, UTF-8 with or without BOM). Without

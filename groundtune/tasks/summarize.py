@@ -169,7 +169,7 @@ def evaluate_summaries(model, tokenizer, pairs: Sequence[SummaryPair], gen=None,
     Returns (samples, predictions, report, articles cut); `report` is groundtune.metrics' Report (ROUGE-1, ROUGE-L,
     F1, SacreBLEU, METEOR x100 with signatures)."""
     from groundtune.config import GenerationConfig
-    from groundtune.pipeline import evaluate
+    from groundtune.tasks.grounded import evaluate
 
     if not pairs:
         raise ValueError("no article/summary pairs to evaluate: check the data file and the drop report")

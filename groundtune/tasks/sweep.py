@@ -193,7 +193,7 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
     Cells already finished with the same full config are reused; cells whose config changed are trained again;
     a cell a killed sweep left unfinished is continued from its checkpoint with `resume` (its settings must
     not have changed), or started afresh with `overwrite`. Without either, an unfinished cell is refused."""
-    from groundtune.pipeline import train_and_evaluate
+    from groundtune.tasks.grounded import train_and_evaluate
     from groundtune.train import prepare_output
 
     path = Path(path)

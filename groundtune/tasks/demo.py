@@ -26,7 +26,7 @@ def demo_config(output_dir: str = "runs/demo", steps: int = 60, method: dict | N
 
 def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
     from groundtune.models import load_model
-    from groundtune.pipeline import evaluate, load_samples, train_and_evaluate
+    from groundtune.tasks.grounded import evaluate, load_samples, train_and_evaluate
 
     print(f"loading {cfg.model}" if cfg.model else
           "loading the embedded SmolLM2-135M-Instruct (the first run converts it once, ~20 s)")
