@@ -44,6 +44,7 @@ _EXPORTS = {
 }
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS)
+__all__ = sorted([*_EXPORTS, "evaluate_config", "model_with_adapter", "report_json"])
 
 
 def model_with_adapter(model: str | os.PathLike | None = None, adapter: str | os.PathLike | None = None,
