@@ -188,7 +188,7 @@ class _Sample(LogitsProcessor):
 class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.01,
+    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.05,
                  base_name: str | None = None):
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
@@ -347,12 +347,25 @@ class Engine:
                 except BaseException as err:  # the caller gets it; the worker goes on
                     future.set_exception(err)
                 continue
-            # A short wait lets requests that arrive together share a batch.
-            if self.batch_wait_s > 0 and self.queued() < self.max_batch:
-                time.sleep(self.batch_wait_s)
+            self._gather()
             batch = self._next_batch()
             if batch:
                 self._run(batch)
+
+    def _gather(self) -> None:
+        """The gather window: wait until the oldest waiting request is `batch_wait_s` old or its adapter has
+        `max_batch` requests waiting, so that requests arriving together share a batch. A lone request is
+        delayed by at most the window (and not at all once it has waited that long already)."""
+        if self.batch_wait_s <= 0:
+            return
+        with self._cond:
+            while not self._stop and self._pending and not self._control:
+                head = self._pending[0]
+                same = sum(1 for r in self._pending if r.adapter is head.adapter and not r.cancelled.is_set())
+                left = head.submitted + self.batch_wait_s - time.perf_counter()
+                if same >= self.max_batch or left <= 0 or head.cancelled.is_set():
+                    return
+                self._cond.wait(timeout=left)
 
     def _run(self, batch: list[GenRequest]) -> None:
         self.stats["batches"] += 1
