@@ -142,6 +142,32 @@ def test_concurrent_requests_for_different_adapters_each_equal_offline_generate(
     assert engine.stats["swaps"] >= len(METHODS)
 
 
+def test_a_batch_sharing_a_prompt_prefix_prefills_it_once_and_still_equals_offline_generate(served, adapters):
+    url, engine, _ = served
+    shared = " ".join(f"w{20 + j}" for j in range(20))
+    prompts = [f"{shared} {' '.join(f'w{60 + (i * 3 + j) % 30}' for j in range(1 + 2 * i))}" for i in range(4)]
+    for name in (None, "lora", "accept"):  # accept puts virtual tokens first: it does not share
+        expected = [offline(adapters.get(name), p, 6) for p in prompts]
+        before = engine.stats["prefix_tokens_shared"]
+        engine.pause()
+        try:
+            with ThreadPoolExecutor(len(prompts)) as pool:
+                futures = [pool.submit(post, url, "/v1/completions", {"model": name or "tiny-base", "prompt": p,
+                                                                      "max_tokens": 6, "temperature": 0})
+                           for p in prompts]
+                deadline = time.monotonic() + 20
+                while engine.queued() < len(prompts) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                engine.resume()
+                results = [f.result() for f in futures]
+        finally:
+            engine.resume()
+        assert [r[0] for r in results] == [200] * len(prompts)
+        assert [r[1]["choices"][0]["text"].strip() for r in results] == expected, name
+        shared_now = engine.stats["prefix_tokens_shared"] - before
+        assert (shared_now == 0) if name == "accept" else (shared_now >= 20 * (len(prompts) - 1)), name
+
+
 def test_bitfit_biases_and_the_base_are_restored_exactly(served):
     url, engine, _ = served
     client(url).completions.create(model="bitfit", prompt=PROMPT, max_tokens=3, temperature=0)

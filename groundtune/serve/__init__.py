@@ -49,7 +49,7 @@ def parse_adapters(specs: list[str]) -> dict[str, Path]:
 
 
 def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retriever=None, api_key: str | None = None,
-          base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.05):
+          base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1):
     """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves."""
     from groundtune.serve.app import create_app
     from groundtune.serve.citations import Grounding

@@ -29,6 +29,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from groundtune.errors import GroundtuneError
 
 PROMPT_METHODS = ("prompt_tuning", "dept", "accept")  # they put `length` virtual tokens before the text
+PREFIX_SAFE_METHODS = ("lora", "bitfit")  # with the base: a shared prompt prefix can be prefilled once
 
 
 class QueueFull(GroundtuneError):
@@ -188,8 +189,8 @@ class _Sample(LogitsProcessor):
 class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
-    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.05,
-                 base_name: str | None = None):
+    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
+                 base_name: str | None = None, min_shared_prefix: int = 16):
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
         from groundtune.methods import detach
@@ -199,11 +200,12 @@ class Engine:
         self.tokenizer = tokenizer
         self.base_name = base_name or str(getattr(model, "name_or_path", "base"))
         self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
+        self.min_shared_prefix = min_shared_prefix
         self.adapters: dict[str, AdapterState] = {}
         self.current: AdapterState | None = None
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "rejected": 0, "batches": 0, "tokens": 0,
-                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}}
+                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0}
         self._pending: deque[GenRequest] = deque()
         self._control: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -367,6 +369,23 @@ class Engine:
                     return
                 self._cond.wait(timeout=left)
 
+    def _shared_prefix(self, batch: list[GenRequest]) -> int:
+        """How many leading prompt tokens every row of the batch shares, to prefill once (0: none worth it).
+        Only for the base, LoRA and BitFit, whose forward over a prefix does not depend on what follows; each
+        row keeps at least one token of its own, so generation starts from a prefill step."""
+        if len(batch) < 2 or self.min_shared_prefix <= 0:
+            return 0
+        if batch[0].adapter is not None and batch[0].adapter.method not in PREFIX_SAFE_METHODS:
+            return 0
+        first, n = batch[0].prompt_ids, min(len(r.prompt_ids) for r in batch) - 1
+        for r in batch[1:]:
+            other = r.prompt_ids
+            i = 0
+            while i < n and other[i] == first[i]:
+                i += 1
+            n = i
+        return n if n >= self.min_shared_prefix else 0
+
     def _run(self, batch: list[GenRequest]) -> None:
         self.stats["batches"] += 1
         self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
@@ -376,20 +395,33 @@ class Engine:
             model = self._use(batch[0].adapter)
             tok = self.tokenizer
             pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            width = max(len(r.prompt_ids) for r in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, r in enumerate(batch):
-                ids[row, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-                mask[row, width - len(r.prompt_ids):] = 1
-            rows = _Rows(batch, tok, self.stats)
             device = next(model.parameters()).device
+            shared = self._shared_prefix(batch)
+            # Rows are [shared prefix | left padding | the row's own rest]: the prefix is prefilled once and its
+            # KV cache repeated over the rows; positions come from the attention mask, so they are the same as
+            # without the padding (a padded position is never attended to).
+            width = max(len(r.prompt_ids) for r in batch) - shared
+            ids = torch.full((len(batch), shared + width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
+            for row, r in enumerate(batch):
+                ids[row, :shared] = torch.tensor(r.prompt_ids[:shared])
+                ids[row, shared + width - (len(r.prompt_ids) - shared):] = torch.tensor(r.prompt_ids[shared:])
+                mask[row, :shared] = 1
+                mask[row, shared + width - (len(r.prompt_ids) - shared):] = 1
+            rows = _Rows(batch, tok, self.stats)
+            extra = {}
             with torch.no_grad():
+                if shared:
+                    out = model(input_ids=ids[:1, :shared].to(device), use_cache=True, logits_to_keep=1)
+                    cache = out.cache
+                    cache.batch_repeat_interleave(len(batch))
+                    extra["cache"] = cache
+                    self.stats["prefix_tokens_shared"] += shared * (len(batch) - 1)
                 model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                max_new_tokens=max(r.max_tokens for r in batch), do_sample=False, num_beams=1,
                                pad_token_id=pad, eos_token_id=tok.eos_token_id,
                                stopping_criteria=StoppingCriteriaList([_Stop(rows)]),
-                               logits_processor=LogitsProcessorList([_Sample(rows)]))
+                               logits_processor=LogitsProcessorList([_Sample(rows)]), **extra)
             for r in batch:  # generate stopped at max_new_tokens or the model's own limit
                 if not r.done:
                     rows._flush(r, final=True)
