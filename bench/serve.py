@@ -6,12 +6,14 @@ validation dialogues, greedy, `--max-tokens` new tokens each, through /v1/comple
 the server's usage counts (and, for the baseline, the tokens generate returned up to EOS). Each client count
 sends `--requests` requests in all (spread over the clients). The ratio is aggregate tokens/s of the server at 8
 clients over tokens/s of the one-at-a-time baseline: what dynamic batching earns, minus HTTP and streaming
-overhead. Target >= 2.0.
+overhead. Target >= 2.0. The engine prefills a prompt prefix that a whole batch shares once (these prompts
+share their document start): `prefix_tokens_shared` counts the prompt tokens that saved (`--no-shared-prefix`
+turns it off).
 
     python bench/serve.py [--requests 16] [--max-tokens 32]
     python bench/serve.py --smoke   # seconds: a tiny random Llama and tokenizer, 4 requests
 
-JSON keys: model, requests, max_tokens, sequential_tokens_per_s, tokens_per_s_at_1, tokens_per_s_at_4, tokens_per_s_at_8, tokens_per_s_ratio_vs_sequential_at_8, p50_ttft_s_at_8, p95_ttft_s_at_8, errors, batch_sizes, smoke, skipped
+JSON keys: model, requests, max_tokens, sequential_tokens_per_s, tokens_per_s_at_1, tokens_per_s_at_4, tokens_per_s_at_8, tokens_per_s_ratio_vs_sequential_at_8, p50_ttft_s_at_8, p95_ttft_s_at_8, errors, batch_sizes, prefix_tokens_shared, smoke, skipped
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16, help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--no-shared-prefix", action="store_true", help="batch without prefilling a shared prefix once")
     args = parser.parse_args()
     if args.requests < 1 or args.max_tokens < 1:
         parser.error("--requests and --max-tokens must be >= 1")
@@ -97,6 +100,8 @@ def main() -> None:
     base = sequential(model, tokenizer, prompts, max_tokens)
     print(f"sequential generate: {base['tokens']} tokens in {base['wall_s']:.2f} s", file=sys.stderr, flush=True)
     app, engine = build(model, tokenizer, {}, base_name=name, max_batch=8, max_queue=64)
+    if args.no_shared_prefix:
+        engine.min_shared_prefix = 0
     runs = {}
     try:
         with BackgroundServer(app) as url:
@@ -118,6 +123,7 @@ def main() -> None:
         if at8["tokens_per_s"] and base["tokens_per_s"] else None,
         "p50_ttft_s_at_8": at8["ttft_p50_s"], "p95_ttft_s_at_8": at8["ttft_p95_s"],
         "errors": errors, "batch_sizes": {str(k): v for k, v in sorted(engine.stats["batch_sizes"].items())},
+        "prefix_tokens_shared": engine.stats["prefix_tokens_shared"],
         "smoke": args.smoke, "skipped": skipped,
     }
     if errors:
