@@ -6,7 +6,12 @@ the model and attaches the batch's adapter through the method registry, copying 
 never reloaded, LoRA stays unmerged, and BitFit's biases are put back exactly by its own detach.
 
 Waiting requests are grouped by adapter, oldest first; a batch takes up to `max_batch` requests of one adapter
-and runs them through `model.generate` together (left-padded, as offline `groundtune.generate` does). A stopping
+and runs them through `model.generate` together (left-padded, as offline `groundtune.generate` does). Before a
+batch starts, the worker waits until `max_batch` requests of the oldest one's adapter are waiting or the oldest
+one has waited `batch_wait_s` (the gather window; a lone request is delayed by at most that). On a CPU a batch's
+time is mostly prefill, which batching does not amortize, so a prompt prefix shared by every row (grounded
+prompts on one document) is prefilled once and its KV cache repeated over the rows; the rows' own rests follow
+it, left-padded (base, LoRA and BitFit only: prompt methods put virtual tokens first). A stopping
 criterion sees each new token: it streams the row's text to its request, applies the row's own `max_tokens`,
 stop strings and cancellation, and marks the row done; a logits processor samples the rows that asked for a
 temperature with their own seeded generator (greedy rows are left to generate's argmax, so a greedy answer is
@@ -30,6 +35,12 @@ from groundtune.errors import GroundtuneError
 
 PROMPT_METHODS = ("prompt_tuning", "dept", "accept")  # they put `length` virtual tokens before the text
 PREFIX_SAFE_METHODS = ("lora", "bitfit")  # with the base: a shared prompt prefix can be prefilled once
+
+
+def _takes(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
 
 
 class QueueFull(GroundtuneError):
@@ -412,7 +423,8 @@ class Engine:
             extra = {}
             with torch.no_grad():
                 if shared:
-                    out = model(input_ids=ids[:1, :shared].to(device), use_cache=True, logits_to_keep=1)
+                    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+                    out = model(input_ids=ids[:1, :shared].to(device), use_cache=True, **keep)
                     cache = out.cache
                     cache.batch_repeat_interleave(len(batch))
                     extra["cache"] = cache
