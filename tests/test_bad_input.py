@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -195,38 +194,15 @@ def test_adapter_writer_leaves_no_old_folder_when_it_cannot_replace(tmp_path, mo
 
 
 def test_killed_merge_temp_folder_is_cleaned_by_the_next_run(tmp_path):
-    from test_merge import make_model
+    from test_merge import kill_merge_mid_write, make_model
 
     from groundtune.merge import chat_vector
 
     models = {name: make_model(tmp_path / name, seed) for seed, name in enumerate(("base", "chat", "cp"))}
-    flag, out = tmp_path / "writing", tmp_path / "out"
-    script = textwrap.dedent(f"""
-        import time
-        from pathlib import Path
-        from groundtune.merge import chat_vector, writer
-        original = writer.ShardWriter.write
-        def slow_write(self, chunk, calls=[0]):
-            calls[0] += 1
-            if calls[0] == 5:
-                Path({str(flag)!r}).touch()
-                time.sleep(60)
-            original(self, chunk)
-        writer.ShardWriter.write = slow_write
-        chat_vector({str(models['base'])!r}, {str(models['chat'])!r}, {str(models['cp'])!r}, {str(out)!r},
-                    max_shard_size="40KB", chunk_elements=500, progress=False)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.monotonic() + 60
-        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert flag.exists(), "the merge never reached the write"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    out = tmp_path / "out"
+    pid = kill_merge_mid_write(models, out, tmp_path / "writing")
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
-    assert not out.exists() and left and all(n.startswith(f".out.tmp.{proc.pid}.") for n in left)
+    assert not out.exists() and left and all(n.startswith(f".out.tmp.{pid}.") for n in left)
     chat_vector(models["base"], models["chat"], models["cp"], out, progress=False)
     assert (out / "config.json").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]

@@ -213,9 +213,8 @@ def test_error_during_write_leaves_no_output(models, tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
-def test_killed_merge_leaves_nothing_that_looks_complete(models, tmp_path):
-    """SIGKILL in the middle of writing a shard: the output path never appears; a rerun succeeds."""
-    flag = tmp_path / "writing"
+def kill_merge_mid_write(models: dict, out, flag) -> int:
+    """Run chat_vector in a subprocess, SIGKILL it in the middle of writing its 5th chunk; returns its pid."""
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
@@ -228,7 +227,7 @@ def test_killed_merge_leaves_nothing_that_looks_complete(models, tmp_path):
                 time.sleep(60)
             original(self, chunk)
         writer.ShardWriter.write = slow_write
-        chat_vector({str(models['base'])!r}, {str(models['chat'])!r}, {str(models['cp'])!r}, {str(tmp_path / 'out')!r},
+        chat_vector({str(models['base'])!r}, {str(models['chat'])!r}, {str(models['cp'])!r}, {str(out)!r},
                     max_shard_size="40KB", chunk_elements=500, progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
@@ -240,6 +239,12 @@ def test_killed_merge_leaves_nothing_that_looks_complete(models, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+    return proc.pid
+
+
+def test_killed_merge_leaves_nothing_that_looks_complete(models, tmp_path):
+    """SIGKILL in the middle of writing a shard: the output path never appears; a rerun succeeds."""
+    kill_merge_mid_write(models, tmp_path / "out", tmp_path / "writing")
     assert not (tmp_path / "out").exists()
     partial = [p for p in tmp_path.iterdir() if p.name != "writing"]
     assert partial and all(p.name.startswith(".out.tmp.") for p in partial)  # hidden, and named as unfinished
