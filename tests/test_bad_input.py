@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from groundtune.cli import app
-from tiny import tiny_model, tiny_samples, tiny_tokenizer
+from tiny import tiny_run_folder
 
 runner = CliRunner()
 
@@ -74,13 +74,7 @@ def run_config(root, **kw):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad_input")
-    tiny_model("llama").save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    for split, seed, n in (("train", 0, 8), ("eval", 1, 4)):
-        lines = [json.dumps({"document": s.prompt, "history": [], "question": "w10 w11", "answer": s.answer})
-                 for s in tiny_samples(n, seed)]
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    root = tiny_run_folder(tmp_path_factory.mktemp("bad_input"), 8, 4, [])
     (root / "docs.txt").write_text("Renew your licence online.\n\nA lapsed insurance policy needs a new quote.\n\n"
                                    "Pay the fee at the office.\n")
     return root

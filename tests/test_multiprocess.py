@@ -20,7 +20,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tiny import tiny_model, tiny_samples, tiny_tokenizer
+from tiny import tiny_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,13 +82,7 @@ def _run_config(root: Path, **kw) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multiprocess").resolve()
-    tiny_model("llama").save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    for split, seed, n in (("train", 0, 14), ("eval", 1, 4)):
-        lines = [json.dumps({"document": s.prompt, "history": ["user: w7 w8"], "question": "w10 w11",
-                             "answer": s.answer}) for s in tiny_samples(n, seed)]
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    root = tiny_run_folder(tmp_path_factory.mktemp("multiprocess").resolve(), 14, 4, ["user: w7 w8"])
     (root / "hook").mkdir()
     (root / "hook" / "sitecustomize.py").write_text(_WATCH_WRITES)
     run_yaml = root / "run.yaml"

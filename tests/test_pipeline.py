@@ -10,21 +10,14 @@ from typer.testing import CliRunner
 from groundtune.cli import app
 from groundtune.config import TrainConfig
 from groundtune.tasks.sweep import COLUMNS, expand, markdown_table, row
-from tiny import tiny_model, tiny_samples, tiny_tokenizer
+from tiny import tiny_run_folder
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    tiny_model("llama").save_pretrained(root / "model")
-    tiny_tokenizer().save_pretrained(root / "model")
-    for split, seed, n in (("train", 0, 16), ("eval", 1, 6)):
-        lines = [json.dumps({"document": s.prompt, "history": ["user: w7 w8", "agent: w9"], "question": "w10 w11",
-                             "answer": s.answer}) for s in tiny_samples(n, seed)]
-        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    return tiny_run_folder(tmp_path_factory.mktemp("pipeline"), 16, 6, ["user: w7 w8", "agent: w9"])
 
 
 def _run_config(root, **kw):

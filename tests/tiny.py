@@ -87,3 +87,19 @@ def randomise(model, seed: int = 0, scale: float = 0.5):
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
     return model
+
+
+def tiny_run_folder(root, n_train: int, n_eval: int, history: list[str]):
+    """A folder a run config can point at: model/ (tiny Llama + tokenizer), train.jsonl and eval.jsonl of
+    grounded records ({document, history, question, answer}). Returns `root`."""
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    tiny_model("llama").save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    for split, seed, n in (("train", 0, n_train), ("eval", 1, n_eval)):
+        lines = [json.dumps({"document": s.prompt, "history": history, "question": "w10 w11", "answer": s.answer})
+                 for s in tiny_samples(n, seed)]
+        (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
