@@ -10,7 +10,7 @@ import torch
 
 import groundtune as gt
 from groundtune.methods import count_trainable, trainable_state_dict
-from tiny import VOCAB, randomise, tiny_model
+from tiny import VOCAB, greedy_without_cache, randomise, tiny_model
 
 FAMILY = "gemma3_text"
 CONFIGS = {
@@ -86,11 +86,7 @@ def test_generate_with_cache_equals_a_greedy_loop_without(method):
     ids, mask = _left_padded()
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
-        seq, seq_mask = ids, mask
-        for _ in range(12):
-            nxt = model(input_ids=seq, attention_mask=seq_mask, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
-            seq, seq_mask = torch.cat([seq, nxt], 1), torch.cat([seq_mask, torch.ones_like(nxt)], 1)
-    assert torch.equal(out, seq)
+    assert torch.equal(out, greedy_without_cache(model, ids, mask, 12))
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))

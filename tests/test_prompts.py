@@ -10,7 +10,7 @@ from groundtune.methods._prompt_embedding import CodebookTable
 from groundtune.methods.accept import default_subspaces
 
 BUILDERS = {"accept": accept.build, "dept": dept.build, "prompt_tuning": prompt_tuning.build}
-from tiny import FAMILIES, VOCAB, randomise, tiny_model
+from tiny import FAMILIES, VOCAB, greedy_without_cache, randomise, tiny_model
 
 PROMPT_CONFIGS = {
     "prompt_tuning": gt.PromptTuningConfig(length=5),
@@ -164,11 +164,7 @@ def test_generate_with_cache_equals_a_greedy_loop_without(family, method):
     model.generation_config.eos_token_id = None  # run every step: finished rows would be padded otherwise
     ids, mask = _left_padded()
     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
-    seq, seq_mask = ids, mask
-    for _ in range(6):
-        nxt = model(input_ids=seq, attention_mask=seq_mask, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
-        seq, seq_mask = torch.cat([seq, nxt], 1), torch.cat([seq_mask, torch.ones_like(nxt)], 1)
-    assert torch.equal(out, seq)
+    assert torch.equal(out, greedy_without_cache(model, ids, mask, 6))
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

@@ -103,3 +103,13 @@ def tiny_run_folder(root, n_train: int, n_eval: int, history: list[str]):
                  for s in tiny_samples(n, seed)]
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+def greedy_without_cache(model, ids, mask, steps: int):
+    """The reference for generate(): `steps` greedy tokens, each from a full forward pass with no KV cache."""
+    seq, seq_mask = ids, mask
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = model(input_ids=seq, attention_mask=seq_mask, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            seq, seq_mask = torch.cat([seq, nxt], 1), torch.cat([seq_mask, torch.ones_like(nxt)], 1)
+    return seq
