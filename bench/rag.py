@@ -1,11 +1,11 @@
 """RAG bench: retrieval recall of every pipeline, re-ranking included, and what retrieval does to the answers.
 
 On doc2dial reading-comprehension questions (--data-dir: documents JSON + question JSONL) split by dialogue
-into a train half and a test half (the split of bench/retrieval.py):
+into a train half and a test half (by a hash of the dialogue id):
 
 1. Retrieval: 100-word passages, BM25 + dense; the fusion weight is chosen on a dev fifth of the train half;
-   a cross-encoder is trained on the rest of the train half (`train_reranker`). Recall@1/5/10 and MRR on
-   test questions for bm25, dense, hybrid, hybrid+rerank and hybrid+upr (UPR is slow on a CPU: it runs on
+   a reranker (late interaction, `train_reranker`'s default) is trained on the rest of the train half.
+   Recall@1/5/10 and MRR on test questions for bm25, dense, hybrid, hybrid+rerank and hybrid+upr (UPR is slow on a CPU: it runs on
    the first --upr-queries of them, and hybrid is reported on that same subset for comparison), with each
    pipeline's queries/s.
 2. End to end, on --e2e-queries test questions with the embedded SmolLM2-135M-Instruct: answer F1 (and the
@@ -132,7 +132,8 @@ def timed(fn):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="doc2dial reading-comprehension folder")
-    parser.add_argument("--rerank-train", type=int, default=400, help="train-half questions the cross-encoder trains on")
+    parser.add_argument("--rerank-train", type=int, default=None,
+                        help="train-half questions the reranker trains on (default: all but the dev fifth)")
     parser.add_argument("--rerank-epochs", type=int, default=1)
     parser.add_argument("--eval-queries", type=int, default=300, help="test questions scored for recall")
     parser.add_argument("--upr-queries", type=int, default=40, help="of those, how many UPR re-ranks (slow on CPU)")
@@ -164,7 +165,7 @@ def main():
         train_q = [q for q in queries if _half(q.qid) == 0]
         test_q = [q for q in queries if _half(q.qid) == 1]
     dev_q = [q for q in train_q if _fifth(q.qid)] or train_q[:4]
-    fit_q = [q for q in train_q if q not in dev_q][: args.rerank_train]
+    fit_q = [q for q in train_q if q not in dev_q][: args.rerank_train]  # None: all
     test_q = test_q[: max(args.eval_queries, args.e2e_queries)]
     print(f"[rag] {what}; {len(passages):,} passages; train {len(train_q)} (dev {len(dev_q)}, reranker {len(fit_q)}), "
           f"test {len(test_q)}", flush=True)
@@ -186,10 +187,10 @@ def main():
         folder = build_index(passages, Path(tmp) / "index", dev_queries=dev_q, show_progress=False)
         retriever = Retriever.load(folder)
         result["dense_weight"] = retriever.dense_weight
-        examples, _ = mine_examples(retriever, fit_q, negatives=3, show_progress=False)
+        examples, _ = mine_examples(retriever, fit_q, negatives=1, show_progress=False)
         reranker, result["reranker_train_s"] = timed(lambda: train_reranker(
-            examples, Path(tmp) / "reranker", epochs=args.rerank_epochs, max_length=64 if args.smoke else 192,
-            show_progress=False))
+            examples, Path(tmp) / "reranker", epochs=args.rerank_epochs, batch_size=4 if args.smoke else None,
+            max_length=64 if args.smoke else None, show_progress=False))
         info = json.loads((reranker / "groundtune_reranker.json").read_text())
         result["reranker_first_loss"], result["reranker_last_loss"] = info["first_loss"], info["last_loss"]
         retriever = Retriever.load(folder, reranker=reranker)

@@ -5,28 +5,21 @@ vocabularies, indexed and queried by both libraries with the same tokenizer (Kiw
 tokenisation included in both timings. rank_bm25 scores every passage in Python per query term, so it is
 timed on a subset of the queries and its queries/s extrapolated from that subset.
 
-Part 2, quality: recall@1/5/10 and MRR of BM25, dense, hybrid and hybrid + cross-encoder rerank on
-dialogues. With --data-dir pointing to a doc2dial reading-comprehension folder (documents JSON + question
-JSONL), the questions are split by dialogue: the reranker is trained on one half and every pipeline is
-scored on the other. Without it, the shipped doc2dial fixtures are used (train dialogues -> reranker,
-validation dialogues -> scores).
+Recall of every pipeline (BM25, dense, hybrid, + reranker, + UPR) on held-out doc2dial questions, and what
+retrieval does to the answers, is bench/rag.py.
 
-    python bench/retrieval.py [--data-dir DIR] [--passages 100000]
-    python bench/retrieval.py --smoke   # seconds: 300 passages; 8 fixture questions train, 8 are scored
+    python bench/retrieval.py [--passages 100000]
+    python bench/retrieval.py --smoke   # seconds: 300 passages
 
 The last line printed is one JSON object. Without rank_bm25 its figures are null and `skipped` says why.
-bench/rag.py adds UPR, the fusion weight chosen on dev questions and end-to-end F1.
 
 JSON keys: passages, queries, rank_bm25_timed_queries, tokenize_s, index_s, rank_bm25_index_s, mmap_load_s, qps,
-rank_bm25_qps, qps_ratio_vs_rank_bm25, index_time_ratio_vs_rank_bm25, same_top1_as_rank_bm25, recall_data,
-recall_queries, reranker_train_queries, reranker_train_s, recall_eval_s, recall@5_bm25, recall@5_dense,
-recall@5_hybrid, recall@5_hybrid+rerank, smoke, skipped
+rank_bm25_qps, qps_ratio_vs_rank_bm25, index_time_ratio_vs_rank_bm25, same_top1_as_rank_bm25, smoke, skipped
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -39,19 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _smoke import json_keys, peer  # noqa: E402
-from groundtune.data import asset_path, load_dialogues, load_documents  # noqa: E402
-from groundtune.retrieval import (  # noqa: E402
-    BM25Index,
-    Retriever,
-    Tokenizer,
-    build_index,
-    document_passages,
-    evaluate_retriever,
-    format_table,
-    load_rc_queries,
-    queries_from_dialogues,
-)
-from groundtune.retrieval.rerank import mine_examples, train_reranker  # noqa: E402
+from groundtune.retrieval import BM25Index, Tokenizer  # noqa: E402
 
 JSON_KEYS = json_keys(__doc__)
 
@@ -170,102 +151,22 @@ def bench_speed(n_passages: int, n_queries: int, n_rank_queries: int, skipped: d
     return result
 
 
-# ------------------------------------------------------------------------------------------- recall
-
-
-def _half(qid: str) -> int:
-    dialogue = qid.rsplit("_", 1)[0]
-    return int(hashlib.md5(dialogue.encode()).hexdigest(), 16) % 2
-
-
-def dialogue_data(data_dir: Path | None):
-    """(passages, train queries, eval queries, description)."""
-    if data_dir is not None:
-        documents = load_documents(data_dir)
-        jsonl = sorted(data_dir.glob("*.jsonl"))
-        if not documents or not jsonl:
-            raise SystemExit(f"{data_dir}: expected a doc2dial documents JSON and a question .jsonl file")
-        queries = [q for f in jsonl for q in load_rc_queries(f)]
-        # The reading-comprehension documents have no section ids, so only 100-word windows are possible.
-        passages = document_passages(documents, "token")
-        train = [q for q in queries if _half(q.qid) == 0]
-        test = [q for q in queries if _half(q.qid) == 1]
-        return passages, train, test, f"{data_dir.name}: {len(documents)} documents, {len(queries)} questions, token passages"
-    documents = load_documents(asset_path("doc2dial/doc2dial_doc.json"))
-    train, _ = queries_from_dialogues(load_dialogues(asset_path("doc2dial/doc2dial_dial_train.json")), documents=documents)
-    test, _ = queries_from_dialogues(load_dialogues(asset_path("doc2dial/doc2dial_dial_validation.json")), documents=documents)
-    passages = document_passages(documents, "structure")
-    return passages, train, test, f"shipped fixtures: {len(documents)} documents, structure passages"
-
-
-def bench_recall(args) -> dict:
-    passages, train, test, what = dialogue_data(args.data_dir)
-    train, test = train[: args.rerank_train], test[: args.eval_queries]
-    print(f"[recall] {what}; {len(passages):,} passages; reranker trained on {len(train)} questions, "
-          f"all pipelines scored on {len(test)} held-out questions", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        build_index(passages, Path(tmp) / "index", show_progress=False)
-        index_s = time.perf_counter() - start
-        retriever = Retriever.load(Path(tmp) / "index")
-        print(f"[recall] BM25 + dense index built in {index_s:.0f}s", flush=True)
-        start = time.perf_counter()
-        examples, dropped = mine_examples(retriever, train, negatives=args.negatives, show_progress=False)
-        # A short CPU run: 128-token pairs.
-        reranker_dir = train_reranker(examples, Path(tmp) / "reranker", epochs=args.epochs, lr=args.lr,
-                                      max_length=args.max_length, show_progress=not args.quiet)
-        train_s = time.perf_counter() - start
-        info = json.loads((reranker_dir / "groundtune_reranker.json").read_text())
-        print(f"[recall] reranker: {info['pairs']} pairs, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}, "
-              f"{train_s:.0f}s (dropped {dropped})", flush=True)
-        retriever = Retriever.load(Path(tmp) / "index", reranker=reranker_dir)
-        start = time.perf_counter()
-        results = evaluate_retriever(retriever, test, ["bm25", "dense", "hybrid", "hybrid+rerank"],
-                                     rerank_depth=args.rerank_depth, show_progress=not args.quiet)
-        eval_s = time.perf_counter() - start
-    print(format_table(results), flush=True)
-    return {
-        "recall_data": what,
-        "recall_queries": len(test),
-        "reranker_train_queries": len(examples),
-        "reranker_train_s": round(train_s, 1),
-        "recall_eval_s": round(eval_s, 1),
-        "results": results,
-    }
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=None, help="doc2dial reading-comprehension folder (documents JSON + question JSONL)")
     parser.add_argument("--passages", type=int, default=100_000, help="synthetic passages for the speed part")
     parser.add_argument("--queries", type=int, default=1000, help="synthetic queries for our BM25")
     parser.add_argument("--rank-bm25-queries", type=int, default=20, help="of those, how many rank_bm25 is timed on")
-    parser.add_argument("--rerank-train", type=int, default=300, help="at most this many questions train the reranker")
-    parser.add_argument("--eval-queries", type=int, default=300, help="at most this many held-out questions are scored")
-    parser.add_argument("--negatives", type=int, default=3, help="BM25 hard negatives per training question")
-    parser.add_argument("--epochs", type=int, default=1, help="reranker training epochs")
-    parser.add_argument("--lr", type=float, default=1e-4, help="reranker peak learning rate")
-    parser.add_argument("--max-length", type=int, default=256, help="reranker tokens per (query, passage) pair")
-    parser.add_argument("--rerank-depth", type=int, default=10, help="hybrid candidates the reranker re-scores")
     parser.add_argument("--out", type=Path, default=None, help="also write the full report as JSON here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: tiny corpus, a few fixture questions")
     args = parser.parse_args()
     if args.smoke:
-        args.data_dir = None  # the shipped fixtures
         args.passages, args.queries, args.rank_bm25_queries = 300, 20, 5
-        args.rerank_train, args.eval_queries, args.negatives, args.max_length = 8, 8, 2, 64
-        args.quiet = True
 
     skipped: dict[str, str] = {}
     speed = bench_speed(args.passages, args.queries, args.rank_bm25_queries, skipped)
-    recall = bench_recall(args)
-    summary = {**speed, **{k: v for k, v in recall.items() if k != "results"}}
-    for name, levels in recall["results"].items():
-        summary[f"recall@5_{name}"] = round(levels["passage"]["recall@5"], 4)
-    summary.update({"smoke": args.smoke, "skipped": skipped})
+    summary = {**speed, "smoke": args.smoke, "skipped": skipped}
     if args.out:
-        args.out.write_text(json.dumps({**summary, "results": recall["results"]}, indent=2, ensure_ascii=False) + "\n")
+        args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     missing = set(JSON_KEYS) - set(summary)
     if missing:
         raise SystemExit(f"bench/retrieval.py: the summary lacks {sorted(missing)}")

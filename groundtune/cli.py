@@ -302,8 +302,8 @@ def retrieve(
     method: Optional[str] = typer.Option(None, help="bm25, dense or hybrid (weighted reciprocal rank fusion); "
                                          "default: the index's (index.json fusion: hybrid, or bm25 when the dense "
                                          "weight is 0, e.g. an English encoder on a Korean corpus)."),
-    reranker: Optional[Path] = typer.Option(None, help="Cross-encoder folder from `groundtune train-reranker`: "
-                                            "re-scores the top 20."),
+    reranker: Optional[Path] = typer.Option(None, help="Reranker folder from `groundtune train-reranker` (or a "
+                                            "sentence-transformers CrossEncoder / MultiVectorEncoder): re-scores the top 20."),
     eval_: list[Path] = typer.Option([], "--eval", exists=True, help="Score retrieval instead: doc2dial / MultiDoc2Dial "
                                      "dialogue files, or reading-comprehension .jsonl question files; repeatable."),
     pipelines: Optional[str] = typer.Option(None, help="With --eval: comma-separated pipelines, e.g. "
@@ -365,49 +365,72 @@ def train_reranker_cmd(
     index_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Index folder whose passages are ranked."),
     dialogues: list[Path] = typer.Argument(..., exists=True, help="Training dialogues (doc2dial / MultiDoc2Dial JSON) "
                                            "or reading-comprehension .jsonl question files, grounded in the index's documents."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained cross-encoder (a new or empty one; "
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained reranker (a new or empty one; "
                              "written atomically)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (the old one goes only "
                                    "once the new one is complete)."),
-    negatives: int = typer.Option(3, help="BM25 hard negatives per query."),
-    epochs: int = typer.Option(1, help="Passes over the (query, passage) pairs."),
-    batch_size: int = typer.Option(4, help="Questions per optimizer step (each with its positive and negatives)."),
-    lr: float = typer.Option(1e-4, help="Peak learning rate (linear warm-up over 10%, then linear decay)."),
-    max_length: int = typer.Option(256, help="Tokens of query + passage given to the cross-encoder."),
-    max_query_tokens: int = typer.Option(64, help="The query keeps its first N tokens (question, newest turns); "
-                                         "the passage gets the rest of max-length."),
-    base: Optional[str] = typer.Option(None, help="BERT-style checkpoint folder to start from; default: the shipped "
-                                       "all-MiniLM-L6-v2 encoder with a new one-logit head."),
+    kind: str = typer.Option("late-interaction", help="late-interaction (token-level MaxSim over the encoder, "
+                             "learns in one CPU-sized pass) or cross-encoder (a new head; needs far more steps)."),
+    negatives: Optional[int] = typer.Option(None, help="BM25 hard negatives per query (default: 1 for "
+                                            "late-interaction, whose batch adds in-batch negatives; 3 for cross-encoder)."),
+    epochs: int = typer.Option(1, help="Passes over the training queries."),
+    batch_size: Optional[int] = typer.Option(None, help="Questions per optimizer step, each with its positive and "
+                                             "negatives (default: 16 for late-interaction, 4 for cross-encoder)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate, linear warm-up over 10%, then linear decay "
+                                       "(default: 2e-5 for late-interaction, 1e-4 for cross-encoder)."),
+    max_length: int = typer.Option(256, help="Passage tokens (late-interaction) or query + passage tokens "
+                                   "(cross-encoder)."),
+    max_query_tokens: int = typer.Option(64, help="The query keeps its first N tokens (question, newest turns)."),
+    base: Optional[str] = typer.Option(None, help="BERT-style or sentence-transformers checkpoint folder to start "
+                                       "from; default: the shipped all-MiniLM-L6-v2 (English only)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N queries."),
-    seed: int = typer.Option(0, help="Seed for shuffling and the new head."),
+    seed: int = typer.Option(0, help="Seed for shuffling (and the cross-encoder's new head)."),
 ):
-    """Train a cross-encoder reranker from (query, gold passage, BM25 hard negatives) built from grounded dialogues."""
+    """Train a reranker from (query, gold passage, BM25 hard negatives) built from grounded dialogues."""
     from groundtune.data import DataError
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
     from groundtune.fileio import check_output
-    from groundtune.retrieval.rerank import mine_examples, train_reranker
+    from groundtune.retrieval.rerank import KINDS, mine_examples, train_reranker
 
+    if kind not in KINDS:
+        fail(f"--kind is {kind!r}; use one of {', '.join(KINDS)}")
     for name, value, least in (("--negatives", negatives, 1), ("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
                                ("--max-length", max_length, 8), ("--max-query-tokens", max_query_tokens, 1),
                                ("--limit", limit, 1)):
         if value is not None and value < least:
             fail(f"{name} is {value}; it must be a whole number in [{least}, inf)")
-    if not lr > 0:
+    if lr is not None and not lr > 0:
         fail(f"--lr is {lr}; it must be in (0, inf)")
     check_output(out, inputs=[index_dir, *dialogues, base and Path(base)], overwrite=overwrite)
     try:
         retriever = Retriever.load(index_dir)
+        _refuse_english_base_on_korean(retriever, base)
         queries, report = load_queries(dialogues)
         typer.echo(str(report))
         queries = queries[:limit] if limit else queries
+        negatives = negatives or (1 if kind == "late-interaction" else 3)
         examples, dropped = mine_examples(retriever, queries, negatives=negatives)
         typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
-        train_reranker(examples, out, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
+        train_reranker(examples, out, kind=kind, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
                        max_length=max_length, max_query_tokens=max_query_tokens, seed=seed)
     except (ValueError, FileNotFoundError, ImportError, DataError) as err:
         _retrieval_error("train-reranker", err)
     typer.echo(f"reranker: {out}")
+
+
+def _refuse_english_base_on_korean(retriever, base: Optional[str]) -> None:
+    """The default base encoder is English-only: on a Korean index it would learn from word pieces that mean
+    nothing (the same reason `index` builds no dense vectors there)."""
+    from groundtune.retrieval.dense import encoder_languages
+    from groundtune.retrieval.index import covers
+
+    language = retriever.meta.get("language", "en")
+    languages = encoder_languages(base)
+    if not covers(languages, language):
+        raise ValueError(f"the reranker's base encoder covers {languages}, not this {language} index; pass --base "
+                         "a checkpoint that reads it (a multilingual sentence-transformers "
+                         "model, for one)")
 
 # --- chat vector commands (merge) ---
 

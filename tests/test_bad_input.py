@@ -520,6 +520,14 @@ def test_train_reranker_refuses_non_positive_settings(index_dir, tmp_path, flag,
     assert not (tmp_path / "r").exists()
 
 
+def test_train_reranker_refuses_an_unknown_kind(index_dir, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "q", "doc_id": "d", "question": "user: x", "answer_spans_ids": []}) + "\n")
+    refused(cli("train-reranker", index_dir, questions, "-o", tmp_path / "r", "--kind", "colbert"), "--kind",
+            "late-interaction", "cross-encoder")
+    assert not (tmp_path / "r").exists()
+
+
 def test_demo_names_the_model_it_loads(tmp_path):
     result = cli("demo", "--model", tmp_path / "my-model", "--steps", "1", "--output-dir", tmp_path / "demo")
     refused(result, tmp_path / "my-model")

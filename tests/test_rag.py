@@ -82,6 +82,22 @@ def test_korean_forced_dense_gets_weight_zero_unless_dev_questions_say_otherwise
     assert results["default"]["passage"]["recall@5"] >= results["bm25"]["passage"]["recall@5"] - 0.04
 
 
+def test_train_reranker_refuses_the_english_encoder_on_a_korean_index(tmp_path, korean):
+    # all-MiniLM-L6-v2 cuts Hangul into pieces that mean nothing: a reranker trained from it would be noise
+    from typer.testing import CliRunner
+
+    from groundtune.cli import app
+
+    passages, queries = korean
+    folder = build_index(passages, tmp_path / "ko", language="ko", show_progress=False)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": queries[0].qid, "doc_id": queries[0].doc_id, "question": queries[0].query,
+                                     "answer_span_ids": ["1"]}, ensure_ascii=False) + "\n")
+    result = CliRunner().invoke(app, ["train-reranker", str(folder), str(questions), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "covers ['en'], not this ko index" in result.output and "--base" in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_index_dev_questions_choose_the_weight(tmp_path, korean):
     from typer.testing import CliRunner
 

@@ -193,7 +193,7 @@ def test_recall_and_mrr_at_passage_and_document_level():
 
 
 def test_index_folder_dense_hybrid_and_reranker(tmp_path, documents, tiny_encoder):
-    from groundtune.retrieval.rerank import Reranker, mine_examples, train_reranker
+    from groundtune.retrieval.rerank import CrossEncoderReranker, mine_examples, train_reranker
 
     passages = document_passages(documents, "structure")
     folder = build_index(passages, tmp_path / "index", encoder=tiny_encoder, segmentation="structure", show_progress=False)
@@ -211,13 +211,13 @@ def test_index_folder_dense_hybrid_and_reranker(tmp_path, documents, tiny_encode
     examples, dropped = mine_examples(retriever, queries, negatives=2, show_progress=False)
     assert len(examples) + sum(dropped.values()) == len(queries)
     assert all(e.positive not in e.negatives and len(e.negatives) == 2 for e in examples)
-    out = train_reranker(examples[:6], tmp_path / "reranker", base=tiny_encoder, batch_size=3, max_length=64,
-                         show_progress=False)
+    out = train_reranker(examples[:6], tmp_path / "reranker", kind="cross-encoder", base=tiny_encoder, batch_size=3,
+                         max_length=64, show_progress=False)
     info = json.loads((out / "groundtune_reranker.json").read_text())
-    assert info["pairs"] == 6 * 3 and info["steps"] == 2
+    assert info["pairs"] == 6 * 3 and info["steps"] == 2 and info["kind"] == "cross-encoder"
     assert info["first_loss"] == pytest.approx(np.log(3), abs=0.05)  # a fresh head scores all three alike
     reranked = Retriever.load(folder, reranker=out)
-    assert isinstance(reranked.reranker, Reranker)
+    assert isinstance(reranked.reranker, CrossEncoderReranker)
     top = reranked.rank([query], 5, method="bm25", rerank_depth=4)[0]
     scores = reranked.reranker.score([(query, passages[i].text) for i, _ in top[:4]])
     assert [s for _, s in top[:4]] == pytest.approx(sorted(scores, reverse=True))
@@ -292,20 +292,85 @@ def test_cli_index_retrieve_and_eval(tmp_path):
     assert result.exit_code == 2 and "dense" in result.output
 
 
-def test_the_reranker_loop_learns(tmp_path):
+TOPICS = ["renew a driving licence online", "apply for survivor benefits", "replace a lost social security card",
+          "register a new vehicle", "report a change of address", "request a disability hearing",
+          "pay a parking ticket", "book a road test appointment"]
+
+
+def test_the_cross_encoder_loop_learns(tmp_path):
     # The one training loop must fit a fixed batch: a listwise loss stuck at ln(3) would be a bug, not a budget.
     import json as _json
 
     from groundtune.retrieval.rerank import TRAINING_FILE, RerankerExample, train_reranker
 
-    topics = ["renew a driving licence online", "apply for survivor benefits", "replace a lost social security card",
-              "register a new vehicle", "report a change of address", "request a disability hearing",
-              "pay a parking ticket", "book a road test appointment"]
     examples = [RerankerExample(f"how do I {t}?", f"To {t}, follow these steps on the website.",
                                 (f"Office hours and holidays of branch {i}.", f"Parking near building {i}."))
-                for i, t in enumerate(topics)]
-    folder = train_reranker(examples, tmp_path / "reranker", epochs=8, batch_size=8, lr=3e-4, warmup=0.0,
-                            max_length=32, show_progress=False)
+                for i, t in enumerate(TOPICS)]
+    folder = train_reranker(examples, tmp_path / "reranker", kind="cross-encoder", epochs=8, batch_size=8, lr=3e-4,
+                            warmup=0.0, max_length=32, show_progress=False)
     info = _json.loads((folder / TRAINING_FILE).read_text())
     assert info["steps"] == 8
     assert info["last_loss"] < 0.6 * math.log(3), info  # the mean over all 8 steps, the first of them at chance
+
+
+# ------------------------------------------------------------------------------- late interaction
+
+
+def mean_max_sim(folder, query: str, passage: str, query_tokens: int, passage_tokens: int) -> float:
+    """MeanMaxSim computed from the saved BERT weights with transformers alone: every query token's best cosine
+    with a passage token ([CLS] and [SEP] included on both sides), averaged over the query's tokens."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        q = model(**tokenizer(query, truncation=True, max_length=query_tokens, return_tensors="pt")).last_hidden_state[0]
+        p = model(**tokenizer(passage, truncation=True, max_length=passage_tokens, return_tensors="pt")).last_hidden_state[0]
+    q, p = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(p, dim=-1)
+    return float((q @ p.T).max(dim=1).values.mean())
+
+
+def test_late_interaction_reranker_scores_mean_max_sim_and_reranks(tmp_path, documents, tiny_encoder):
+    from groundtune.retrieval.late_interaction import LateInteractionReranker
+    from groundtune.retrieval.rerank import Reranker, mine_examples, train_reranker
+
+    passages = document_passages(documents, "structure")
+    folder = build_index(passages, tmp_path / "index", dense=False, show_progress=False)
+    retriever = Retriever.load(folder)
+    queries, _ = queries_from_dialogues(load_dialogues(asset_path("doc2dial/doc2dial_dial_validation.json")))
+    examples, _ = mine_examples(retriever, queries, negatives=2, show_progress=False)
+    out = train_reranker(examples[:6], tmp_path / "reranker", base=tiny_encoder, batch_size=3, max_length=48,
+                         max_query_tokens=16, show_progress=False)
+    info = json.loads((out / "groundtune_reranker.json").read_text())
+    assert info["kind"] == "late-interaction" and info["steps"] == 2 and info["max_length"] == 48
+    reranked = Retriever.load(folder, reranker=out)
+    assert isinstance(reranked.reranker, LateInteractionReranker)
+    query = build_query("what happens when my car insurance lapses?", ["user: I forgot to pay", "agent: which state?"])
+    top = reranked.rank([query], 5, method="bm25", rerank_depth=4)[0]
+    # the trained weights, scored independently: the token limits apply to query and passage
+    expected = {i: mean_max_sim(str(out), query, passages[i].text, 16, 48) for i, _ in top[:4]}
+    assert [s for _, s in top[:4]] == pytest.approx(sorted(expected.values(), reverse=True), abs=1e-4)
+    assert [i for i, _ in top[:4]] == sorted(expected, key=lambda i: -expected[i])
+    assert {i for i, _ in top[:4]} == {i for i, _ in retriever.rank([query], 4, method="bm25")[0]}
+    assert top[4] == retriever.rank([query], 5, method="bm25")[0][4]  # below the depth: first-stage order
+    # a sentence-transformers MultiVectorEncoder folder of one's own loads as well (no groundtune record)
+    (out / "groundtune_reranker.json").unlink()
+    assert isinstance(Reranker.load(out), LateInteractionReranker)
+    with pytest.raises(ValueError, match="kind"):
+        train_reranker(examples[:2], tmp_path / "r2", kind="colbert", base=tiny_encoder)
+
+
+def test_the_late_interaction_loop_learns(tmp_path):
+    # In-batch negatives make this harder than the cross-encoder's fixed lists: every question also competes
+    # with the other seven positives. The loss must fall well below where the shipped encoder starts.
+    from groundtune.retrieval.rerank import TRAINING_FILE, RerankerExample, train_reranker
+
+    examples = [RerankerExample(f"how do I {t}?", f"Steps, documents and fees for case {i}.",
+                                (f"To {t}, see the office hours of branch {i}.",)) for i, t in enumerate(TOPICS)]
+    folder = train_reranker(examples, tmp_path / "reranker", epochs=6, batch_size=8, lr=1e-4, warmup=0.0,
+                            max_length=32, show_progress=False)
+    info = json.loads((folder / TRAINING_FILE).read_text())
+    assert info["steps"] == len(info["losses"]) == 6
+    # at first the negatives, which share the question's words, win: the loss starts above chance (ln 16)
+    assert info["losses"][0] > 0.9 * math.log(16), info["losses"]
+    assert info["losses"][-1] < min(0.5 * info["losses"][0], math.log(16)), info["losses"]

@@ -34,6 +34,8 @@ _EXPORTS = {
     "evaluate_rankings": "groundtune.retrieval.evaluate",
     "format_table": "groundtune.retrieval.evaluate",
     "Reranker": "groundtune.retrieval.rerank",
+    "CrossEncoderReranker": "groundtune.retrieval.rerank",
+    "LateInteractionReranker": "groundtune.retrieval.late_interaction",
     "mine_examples": "groundtune.retrieval.rerank",
     "train_reranker": "groundtune.retrieval.rerank",
     "rag_samples": "groundtune.retrieval.rag",

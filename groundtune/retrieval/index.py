@@ -27,7 +27,7 @@ PASSAGES_FILE = "passages.jsonl"
 BM25_DIR = "bm25"
 DENSE_DIR = "dense"
 METHODS = ("bm25", "dense", "hybrid")
-RERANKERS = ("rerank", "upr")  # "+rerank": the trained cross-encoder; "+upr": question likelihood under an LM
+RERANKERS = ("rerank", "upr")  # "+rerank": the loaded reranker (train-reranker); "+upr": question likelihood under an LM
 FUSION_DEPTH = 100  # candidates taken from each retriever before fusion
 RERANK_DEPTH = 20  # candidates the cross-encoder re-scores
 # Dense weight in the fusion when no dev questions chose one (`groundtune index --dev`): on English
@@ -131,7 +131,7 @@ class Hit(NamedTuple):
 
 
 class Retriever:
-    """Search an index with BM25, dense, or both fused; optionally re-scored by a cross-encoder."""
+    """Search an index with BM25, dense, or both fused; optionally re-scored by a reranker."""
 
     def __init__(self, passages: list[Passage], bm25: BM25Index, dense: DenseIndex | None = None, reranker=None,
                  meta=None, upr=None):
@@ -186,7 +186,7 @@ class Retriever:
         """Top-`k` (passage id, score) per query, best first.
 
         method: "bm25", "dense" or "hybrid" (weighted reciprocal rank fusion of both); default
-        `default_method`. rerank: re-score the top `rerank_depth` with the cross-encoder; default whenever
+        `default_method`. rerank: re-score the top `rerank_depth` with the loaded reranker; default whenever
         a reranker is loaded.
         """
         method = method or self.default_method
@@ -206,7 +206,7 @@ class Retriever:
             method = self.default_method if method == "default" else method
             if method not in METHODS or (plus and rest not in RERANKERS):
                 raise ValueError(f"unknown pipeline {name!r}; use one of {METHODS} or 'default', optionally "
-                                 f"followed by '+rerank' (trained cross-encoder) or '+upr' (LM question likelihood)")
+                                 f"followed by '+rerank' (the loaded reranker) or '+upr' (LM question likelihood)")
             if method != "bm25" and self.dense is None:
                 raise ValueError(f"pipeline {name!r} needs dense vectors; rebuild the index with `groundtune index --dense`")
             if rest == "rerank" and self.reranker is None:

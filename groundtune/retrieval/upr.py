@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from groundtune.retrieval.passages import Passage
+from groundtune.retrieval.rerank import Reranker
 
 PROMPT = "Passage: {passage}\nPlease write a question based on this passage.\nQuestion:"
 MAX_PASSAGE_TOKENS = 192
@@ -23,9 +23,11 @@ def question_of(query: str) -> str:
     return query.split("[SEP]", 1)[0].strip()
 
 
-class UPRReranker:
+class UPRReranker(Reranker):
     """Re-rank candidates by mean log-likelihood of the question under a causal LM (default: the embedded
-    SmolLM2-135M-Instruct). Same interface as `Reranker`: `rerank(queries, ranked, passages, depth)`."""
+    SmolLM2-135M-Instruct)."""
+
+    kind = "upr"
 
     def __init__(self, model, tokenizer, *, batch_size: int = 10, prompt: str = PROMPT,
                  max_passage_tokens: int = MAX_PASSAGE_TOKENS, max_question_tokens: int = MAX_QUESTION_TOKENS):
@@ -43,6 +45,9 @@ class UPRReranker:
 
         lm, tokenizer = load_model(model)
         return cls(lm, tokenizer, **kwargs)
+
+    def query_text(self, query: str) -> str:
+        return question_of(query)  # the dialogue history is not scored
 
     def _ids(self, text: str, limit: int) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"][:limit]
@@ -84,16 +89,4 @@ class UPRReranker:
                     cols = torch.arange(keep - 1 - len(target), keep - 1, device=logprobs.device)
                     tokens = torch.tensor(target, device=logprobs.device)
                     out[i] = float(logprobs[j, cols, tokens].mean())
-        return out
-
-    def rerank(
-        self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
-    ) -> list[list[tuple[int, float]]]:
-        """Re-order the top `depth` of each ranking by question likelihood (the rest keep their order after)."""
-        pairs = [(question_of(q), passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
-        scores = iter(self.score(pairs))
-        out = []
-        for r in ranked:
-            head = sorted(((pid, next(scores)) for pid, _ in r[:depth]), key=lambda x: -x[1])
-            out.append(head + list(r[depth:]))
         return out
