@@ -151,6 +151,7 @@ def main():
     from groundtune.metrics import score
     from groundtune.retrieval import Retriever, build_index, evaluate_rankings
     from groundtune.retrieval.rag import rag_report
+    from groundtune.retrieval.late_interaction import DOCUMENT_TOKENS, LateInteractionReranker, new_model
     from groundtune.retrieval.rerank import mine_examples, train_reranker
     from groundtune.retrieval.upr import UPRReranker
     from groundtune.train import train
@@ -202,22 +203,26 @@ def main():
         for name in PIPELINES:
             ranked, seconds = timed(lambda: retriever.rank_pipelines(texts, 10, [name], rerank_depth=args.depth)[name])
             rankings[name], qps[name] = ranked, len(texts) / seconds
+        # what training adds: the same late-interaction model before any step
+        untrained = Retriever.load(folder, reranker=LateInteractionReranker(
+            new_model(document_tokens=64 if args.smoke else DOCUMENT_TOKENS)))
+        name = "hybrid+rerank_untrained"
+        ranked, seconds = timed(lambda: untrained.rank_pipelines(texts, 10, ["hybrid+rerank"], rerank_depth=args.depth))
+        rankings[name], qps[name] = ranked["hybrid+rerank"], len(texts) / seconds
         upr_q = recall_q[: args.upr_queries]
         ranked, seconds = timed(lambda: retriever.rank_pipelines([q.query for q in upr_q], 10, ["hybrid+upr"],
                                                                  rerank_depth=args.depth)["hybrid+upr"])
         qps["hybrid+upr"] = len(upr_q) / seconds
         recall = {name: evaluate_rankings([[i for i, _ in r] for r in ranked_], recall_q, retriever.passages)
                   for name, ranked_ in rankings.items()}
-        subset = {"hybrid": evaluate_rankings([[i for i, _ in r] for r in rankings["hybrid"][: len(upr_q)]], upr_q,
-                                              retriever.passages),
-                  "hybrid+rerank": evaluate_rankings([[i for i, _ in r] for r in rankings["hybrid+rerank"][: len(upr_q)]],
-                                                     upr_q, retriever.passages),
-                  "hybrid+upr": evaluate_rankings([[i for i, _ in r] for r in ranked], upr_q, retriever.passages)}
+        # every pipeline on UPR's questions too, so the UPR row has its comparison
+        subset = {name: evaluate_rankings([[i for i, _ in r] for r in ranked_[: len(upr_q)]], upr_q, retriever.passages)
+                  for name, ranked_ in {**rankings, "hybrid+upr": ranked}.items()}
         result.update(upr_questions=len(upr_q), recall=_passage(recall), upr_subset_recall=_passage(subset),
                       qps={k: round(v, 2) for k, v in qps.items()})
-        for name, levels in {**recall, "hybrid+upr (subset)": subset["hybrid+upr"]}.items():
+        for name, levels in {**recall, **{f"{k} (UPR subset)": v for k, v in subset.items()}}.items():
             p = levels["passage"]
-            print(f"[rag] {name:22s} R@1 {100 * p['recall@1']:5.1f}  R@5 {100 * p['recall@5']:5.1f}  "
+            print(f"[rag] {name:36s} R@1 {100 * p['recall@1']:5.1f}  R@5 {100 * p['recall@5']:5.1f}  "
                   f"R@10 {100 * p['recall@10']:5.1f}  MRR {100 * p['mrr']:5.1f}  ({p['queries']} q)", flush=True)
 
         # end to end: the best pipeline without a reranker picks the passages (the index's default)
