@@ -374,3 +374,26 @@ def test_the_late_interaction_loop_learns(tmp_path):
     # at first the negatives, which share the question's words, win: the loss starts above chance (ln 16)
     assert info["losses"][0] > 0.9 * math.log(16), info["losses"]
     assert info["losses"][-1] < min(0.5 * info["losses"][0], math.log(16)), info["losses"]
+
+
+def test_late_interaction_draws_fresh_hard_negatives_each_epoch(tiny_encoder):
+    from groundtune.retrieval.late_interaction import _ContrastiveTask, new_model
+    from groundtune.retrieval.rerank import RerankerExample
+
+    examples = [RerankerExample(f"question {i}", f"passage {i}", tuple(f"negative {i} {k}" for k in range(4)))
+                for i in range(6)]
+    task = _ContrastiveTask(new_model(tiny_encoder), examples, negatives=1, seed=0)
+    assert task.batches(2, 4) == task.batches(2, 4)  # an epoch's draw is fixed by the seed (resumable)
+    drawn = {i: set() for i in range(6)}
+    for epoch in range(6):
+        batches = task.batches(epoch, 4)
+        assert sorted(j for b in batches for j, _ in b) == list(range(6))  # every question once an epoch
+        for batch in batches:
+            features = task.collate(batch)
+            assert set(features) >= {"0.input_ids", "1.input_ids", "2.input_ids"} and "3.input_ids" not in features
+            assert features["0.task"] == "query" and features["2.task"] == "document"
+            texts = task.model.tokenizer.batch_decode(features["2.input_ids"], skip_special_tokens=True)
+            for (j, picks), text in zip(batch, texts):
+                assert len(picks) == 1 and text == examples[j].negatives[picks[0]]
+                drawn[j].add(picks[0])
+    assert all(len(seen) > 1 for seen in drawn.values())  # not always the same one

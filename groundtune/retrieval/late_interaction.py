@@ -86,6 +86,7 @@ class _ContrastiveTask:
     negatives) by sentence-transformers' multi-vector MNRL loss."""
 
     def __init__(self, model, examples, negatives: int, seed: int):
+        """`negatives` per question and step, drawn afresh each epoch from the example's mined ones."""
         from sentence_transformers.multi_vector_encoder.losses import MultiVectorMultipleNegativesRankingLoss
         from sentence_transformers.multi_vector_encoder.scoring import mean_colbert_scores
 
@@ -93,17 +94,22 @@ class _ContrastiveTask:
         self.negatives = negatives
         self.loss = MultiVectorMultipleNegativesRankingLoss(model, scale=SCALE, similarity_fct=mean_colbert_scores)
 
-    def batches(self, epoch: int, size: int) -> list[list[int]]:
-        order = random.Random(self.seed * 1000 + epoch).sample(range(self.size), self.size)
-        return [order[i:i + size] for i in range(0, self.size, size)]
+    def batches(self, epoch: int, size: int) -> list[list[tuple[int, int]]]:
+        rng = random.Random(self.seed * 1000 + epoch)
+        order = rng.sample(range(self.size), self.size)
+        # which of its mined negatives each question is shown this epoch
+        picks = [tuple(rng.sample(range(len(e.negatives)), min(self.negatives, len(e.negatives))))
+                 for e in self.examples]
+        rows = [(j, picks[j]) for j in order]
+        return [rows[i:i + size] for i in range(0, self.size, size)]
 
-    def collate(self, rows: list[int]) -> dict:
-        batch = [self.examples[j] for j in rows]
-        # one column per role, as the loss expects: queries, positives, then the j-th hard negative of each
+    def collate(self, rows: list[tuple[int, tuple[int, ...]]]) -> dict:
+        batch = [(self.examples[j], picked) for j, picked in rows]
+        # one column per role, as the loss expects: queries, positives, then the k-th drawn negative of each
         # (a question with fewer negatives repeats its last one, so every column has a row per question)
-        columns = [("query", [e.query for e in batch]), ("document", [e.positive for e in batch])]
-        for j in range(self.negatives):
-            columns.append(("document", [e.negatives[min(j, len(e.negatives) - 1)] for e in batch]))
+        columns = [("query", [e.query for e, _ in batch]), ("document", [e.positive for e, _ in batch])]
+        for k in range(self.negatives):
+            columns.append(("document", [e.negatives[picked[min(k, len(picked) - 1)]] for e, picked in batch]))
         features = {}
         for c, (task, texts) in enumerate(columns):
             for key, value in self.model.preprocess(texts, task=task).items():

@@ -130,12 +130,14 @@ class RerankerExample:
 
 
 def mine_examples(
-    retriever, queries: Sequence[RetrievalQuery], *, negatives: int = 3, depth: int = 20, show_progress: bool = True
+    retriever, queries: Sequence[RetrievalQuery], *, negatives: int = 3, depth: int = 20, method: str = "bm25",
+    show_progress: bool = True,
 ) -> tuple[list[RerankerExample], dict[str, int]]:
-    """(query, gold passage, BM25 hard negatives) per query, and counts of the queries dropped and why.
+    """(query, gold passage, hard negatives) per query, and counts of the queries dropped and why.
 
-    The positive is the gold passage covering the most gold spans; negatives are the best BM25 passages
-    that cover none of them (from the gold document too: those are the hardest and most useful).
+    The positive is the gold passage covering the most gold spans; negatives are the best passages of the
+    `method` ranking ("bm25", "dense", "hybrid" or "default", the index's) that cover none of them (from the
+    gold document too: those are the hardest and most useful).
     """
     from tqdm.auto import tqdm
 
@@ -146,7 +148,8 @@ def mine_examples(
     batch = 256
     for start in tqdm(range(0, len(queries), batch), desc="mine negatives", unit="batch", disable=not show_progress):
         chunk = queries[start : start + batch]
-        ranked = retriever.rank([q.query for q in chunk], depth, method="bm25", rerank=False)
+        ranked = retriever.rank([q.query for q in chunk], depth, method=None if method == "default" else method,
+                                rerank=False)
         for query, ranking in zip(chunk, ranked):
             gold = gold_passages(query, passages, by_doc)
             if not gold:
@@ -214,6 +217,7 @@ def train_reranker(
     warmup: float = 0.1,
     max_length: int | None = None,
     max_query_tokens: int = MAX_QUERY_TOKENS,
+    negatives_per_step: int = 1,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Path:
@@ -222,7 +226,9 @@ def train_reranker(
     kind: "late-interaction" (default; see late_interaction.py) or "cross-encoder". `base` is a BERT-style or
     sentence-transformers checkpoint folder (default: the shipped all-MiniLM-L6-v2). `batch_size` counts
     questions, each with its positive and negatives; `max_length` is the passage's tokens for late interaction
-    and query + passage for the cross-encoder; None takes the kind's `DEFAULTS`. It trains through groundtune's
+    and query + passage for the cross-encoder; None takes the kind's `DEFAULTS`. `negatives_per_step` (late
+    interaction): how many of each question's mined negatives a step shows, drawn afresh each epoch (the
+    batch's other passages are negatives too); the cross-encoder's lists hold all of them. It trains through groundtune's
     one loop (train.fit: linear warm-up and decay, clipping, accelerate).
     """
     if kind not in KINDS:
@@ -238,7 +244,7 @@ def train_reranker(
         # the encoder truncates the query to its head itself (query_length), so no clipping here
         model, losses = late_interaction.train(
             examples, Path(folder), base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
-            negatives=max(len(e.negatives) for e in examples), query_tokens=max_query_tokens,
+            negatives=negatives_per_step, query_tokens=max_query_tokens,
             document_tokens=max_length, seed=seed, show_progress=show_progress)
         loss_name = "multi-vector MNRL: softmax over the positive, in-batch passages and hard negatives (MeanMaxSim)"
     else:
@@ -258,6 +264,7 @@ def train_reranker(
         "lr": lr,
         "max_length": max_length,
         "max_query_tokens": max_query_tokens,
+        "negatives_per_step": negatives_per_step if kind == "late-interaction" else None,
         "seed": seed,
         "first_loss": sum(losses[:10]) / len(losses[:10]),
         "last_loss": sum(losses[-10:]) / len(losses[-10:]),
