@@ -134,7 +134,7 @@ def main():
     parser.add_argument("--data-dir", type=Path, default=None, help="doc2dial reading-comprehension folder")
     parser.add_argument("--rerank-train", type=int, default=None,
                         help="train-half questions the reranker trains on (default: all but the dev fifth)")
-    parser.add_argument("--rerank-epochs", type=int, default=1)
+    parser.add_argument("--rerank-epochs", type=int, default=None, help="default: train_reranker's (2)")
     parser.add_argument("--eval-queries", type=int, default=300, help="test questions scored for recall")
     parser.add_argument("--upr-queries", type=int, default=40, help="of those, how many UPR re-ranks (slow on CPU)")
     parser.add_argument("--depth", type=int, default=20, help="candidates the rerankers re-score")
@@ -152,7 +152,7 @@ def main():
     from groundtune.retrieval import Retriever, build_index, evaluate_rankings
     from groundtune.retrieval.rag import rag_report
     from groundtune.retrieval.late_interaction import DOCUMENT_TOKENS, LateInteractionReranker, new_model
-    from groundtune.retrieval.rerank import mine_examples, train_reranker
+    from groundtune.retrieval.rerank import DEFAULTS, mine_examples, train_reranker
     from groundtune.retrieval.upr import UPRReranker
     from groundtune.train import train
 
@@ -188,7 +188,8 @@ def main():
         folder = build_index(passages, Path(tmp) / "index", dev_queries=dev_q, show_progress=False)
         retriever = Retriever.load(folder)
         result["dense_weight"] = retriever.dense_weight
-        examples, _ = mine_examples(retriever, fit_q, negatives=1, show_progress=False)
+        examples, _ = mine_examples(retriever, fit_q, negatives=DEFAULTS["late-interaction"]["negatives"],
+                                    method="default", show_progress=False)
         reranker, result["reranker_train_s"] = timed(lambda: train_reranker(
             examples, Path(tmp) / "reranker", epochs=args.rerank_epochs, batch_size=4 if args.smoke else None,
             max_length=64 if args.smoke else None, show_progress=False))

@@ -371,9 +371,11 @@ def train_reranker_cmd(
                                    "once the new one is complete)."),
     kind: str = typer.Option("late-interaction", help="late-interaction (token-level MaxSim over the encoder, "
                              "learns in one CPU-sized pass) or cross-encoder (a new head; needs far more steps)."),
-    negatives: Optional[int] = typer.Option(None, help="BM25 hard negatives per query (default: 1 for "
-                                            "late-interaction, whose batch adds in-batch negatives; 3 for cross-encoder)."),
-    epochs: int = typer.Option(1, help="Passes over the training queries."),
+    negatives: Optional[int] = typer.Option(None, help="Hard negatives mined per query from the index's default "
+                                            "pipeline (default: 7 for late-interaction, which shows one a step, drawn "
+                                            "afresh each epoch, beside the batch's other passages; 3 for cross-encoder)."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the training queries (default: 2 for "
+                                         "late-interaction, 1 for cross-encoder)."),
     batch_size: Optional[int] = typer.Option(None, help="Questions per optimizer step, each with its positive and "
                                              "negatives (default: 16 for late-interaction, 4 for cross-encoder)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate, linear warm-up over 10%, then linear decay "
@@ -386,12 +388,13 @@ def train_reranker_cmd(
     limit: Optional[int] = typer.Option(None, help="Only the first N queries."),
     seed: int = typer.Option(0, help="Seed for shuffling (and the cross-encoder's new head)."),
 ):
-    """Train a reranker from (query, gold passage, BM25 hard negatives) built from grounded dialogues."""
+    """Train a reranker from (query, gold passage, hard negatives) built from grounded dialogues; the negatives
+    are the best passages of the index's default pipeline that cover none of the gold spans."""
     from groundtune.data import DataError
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
     from groundtune.fileio import check_output
-    from groundtune.retrieval.rerank import KINDS, mine_examples, train_reranker
+    from groundtune.retrieval.rerank import DEFAULTS, KINDS, mine_examples, train_reranker
 
     if kind not in KINDS:
         fail(f"--kind is {kind!r}; use one of {', '.join(KINDS)}")
@@ -409,8 +412,8 @@ def train_reranker_cmd(
         queries, report = load_queries(dialogues)
         typer.echo(str(report))
         queries = queries[:limit] if limit else queries
-        negatives = negatives or (1 if kind == "late-interaction" else 3)
-        examples, dropped = mine_examples(retriever, queries, negatives=negatives)
+        examples, dropped = mine_examples(retriever, queries, negatives=negatives or DEFAULTS[kind]["negatives"],
+                                          method="default")
         typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
         train_reranker(examples, out, kind=kind, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
                        max_length=max_length, max_query_tokens=max_query_tokens, seed=seed)
