@@ -342,7 +342,7 @@ def test_late_interaction_reranker_scores_mean_max_sim_and_reranks(tmp_path, doc
     out = train_reranker(examples[:6], tmp_path / "reranker", base=tiny_encoder, batch_size=3, max_length=48,
                          max_query_tokens=16, show_progress=False)
     info = json.loads((out / "groundtune_reranker.json").read_text())
-    assert info["kind"] == "late-interaction" and info["steps"] == 2 and info["max_length"] == 48
+    assert info["kind"] == "late-interaction" and info["epochs"] == 2 and info["steps"] == 4 and info["max_length"] == 48
     reranked = Retriever.load(folder, reranker=out)
     assert isinstance(reranked.reranker, LateInteractionReranker)
     query = build_query("what happens when my car insurance lapses?", ["user: I forgot to pay", "agent: which state?"])
