@@ -370,7 +370,7 @@ def train_reranker_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (the old one goes only "
                                    "once the new one is complete)."),
     kind: str = typer.Option("late-interaction", help="late-interaction (token-level MaxSim over the encoder, "
-                             "learns in one CPU-sized pass) or cross-encoder (a new head; needs far more steps)."),
+                             "learns in minutes on a CPU) or cross-encoder (a new head; needs far more steps)."),
     negatives: Optional[int] = typer.Option(None, help="Hard negatives mined per query from the index's default "
                                             "pipeline (default: 7 for late-interaction, which shows one a step, drawn "
                                             "afresh each epoch, beside the batch's other passages; 3 for cross-encoder)."),
