@@ -4,7 +4,7 @@ Three rerankers share one interface (`Reranker.rerank`: re-order the top `depth`
 (query, passage) pairs):
 
 - late interaction (`late_interaction.py`, the default `train_reranker` makes): token-level MaxSim over the
-  shipped all-MiniLM-L6-v2, fine-tuned on (question, gold passage, BM25 hard negative) triples;
+  shipped all-MiniLM-L6-v2, fine-tuned on (question, gold passage, hard negatives mined from the first stage);
 - a cross-encoder (`CrossEncoderReranker`): any sentence-transformers CrossEncoder folder, or one
   `train_reranker(kind="cross-encoder")` makes from all-MiniLM-L6-v2 with a fresh one-logit head;
 - UPR (`upr.py`): a causal LM's likelihood of the question given the passage, no training.
@@ -16,7 +16,7 @@ learnt from the training pairs. The loop itself learns (on one fixed batch of 8 
 falls from 1.389 to 0.52 in 12 steps), but on fresh doc2dial questions it stays at chance for the first few
 hundred, and so does sentence-transformers' own CrossEncoderTrainer with BinaryCrossEntropyLoss on the same
 pairs (1.08 -> 1.02 over 20 steps of 16 pairs, chance 1.04). Late interaction keeps the encoder's token
-vectors, which already match related words, and learns in one CPU-sized pass (see late_interaction.py).
+vectors, which already match related words, and learns in minutes on a CPU (see late_interaction.py).
 A cross-encoder checkpoint trained for re-ranking (e.g. an MS MARCO one) loads with `Reranker.load`.
 """
 
