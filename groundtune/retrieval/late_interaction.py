@@ -127,7 +127,7 @@ class _ContrastiveTask:
         return self.loss([columns[c] for c in sorted(columns)]) * questions, questions
 
 
-def train(examples, folder: Path, *, base: str | None, epochs: int, batch_size: int, lr: float, warmup: float,
+def train(examples, *, base: str | None, epochs: int, batch_size: int, lr: float, warmup: float,
           negatives: int, query_tokens: int, document_tokens: int, seed: int, show_progress: bool):
     """Train a late-interaction reranker on `examples` (RerankerExample); returns (model, fit losses)."""
     import torch

@@ -248,7 +248,7 @@ def train_reranker(
 
         # the encoder truncates the query to its head itself (query_length), so no clipping here
         model, losses = late_interaction.train(
-            examples, Path(folder), base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
+            examples, base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
             negatives=negatives_per_step, query_tokens=max_query_tokens,
             document_tokens=max_length, seed=seed, show_progress=show_progress)
         loss_name = "multi-vector MNRL: softmax over the positive, in-batch passages and hard negatives (MeanMaxSim)"
