@@ -30,6 +30,9 @@ class _Commands(TyperGroup):
     """Every command (merge's included) runs inside this: a groundtune error becomes `error: <message>`, exit 2."""
 
     def invoke(self, ctx):
+        from groundtune import fileio
+
+        fileio.begin_run()  # the outputs this command approves start from none
         try:
             return super().invoke(ctx)
         except Exception as err:
@@ -61,12 +64,14 @@ def demo(
                                                          "runs/demo (en), runs/demo-ko (ko)."),
     model: Optional[str] = typer.Option(None, help="Model folder, .gguf file, hub id or gemma3-270m; default: the "
                                                    "embedded SmolLM2 (en), gemma3-270m (ko)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier demo's output folder."),
 ):
     """Train LLaMA-Adapter and score held-out data before and after. en: doc2dial turns, F1, METEOR, ROUGE-L and
     SacreBLEU, on the embedded SmolLM2-135M-Instruct. ko: KoAlpaca records, ROUGE-1/ROUGE-L/F1 on Kiwi morphemes
     and SacreBLEU (ko-mecab), on Gemma 3 270M, with a held-out loss curve. Each runs offline in a few CPU minutes."""
     import shutil
 
+    from groundtune.fileio import guard_output
     from groundtune.tasks.demo import demo_config, korean_demo_config, run_demo, run_korean_demo
 
     lang = (which or lang).lower()
@@ -74,15 +79,15 @@ def demo(
         fail(f"demo language is {lang!r}; choose en or ko (`groundtune demo ko`)")
     if steps is not None and steps < 1:
         fail(f"--steps is {steps}; it must be a whole number in [1, inf)")
+    output_dir = output_dir or Path("runs/demo-ko" if lang == "ko" else "runs/demo")
+    guard_output(output_dir, command="demo", inputs=[model and Path(model)], overwrite=overwrite)
+    if (output_dir / "checkpoint").exists():
+        shutil.rmtree(output_dir / "checkpoint")  # the demo always starts afresh (the guard made sure it is ours)
     if lang == "ko":
-        cfg = korean_demo_config(str(output_dir or "runs/demo-ko"), steps or 30, model)
-        run_korean_demo(cfg)
+        run_korean_demo(korean_demo_config(str(output_dir), steps or 30, model))
         return
-    output_dir = output_dir or Path("runs/demo")
     cfg = demo_config(str(output_dir), steps or 60)
     cfg.model = model
-    if (output_dir / "checkpoint").exists():
-        shutil.rmtree(output_dir / "checkpoint")  # the demo always starts afresh
     run_demo(cfg)
 
 # --- training and evaluation commands (train, eval, sweep) ---
@@ -112,17 +117,20 @@ def eval_(
     """Score predictions: F1, SacreBLEU, METEOR, ROUGE-L and ROUGE-1, each x100, with the signature of each
     metric's settings. Either score a predictions file, or generate them from a config's eval split first."""
     from groundtune import api
-    from groundtune.fileio import atomic_write
+    from groundtune.fileio import atomic_write, guard_output
 
     if (predictions is None) == (config is None):
         fail("give either --predictions FILE or --config RUN.yaml")
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    if out is not None and out.is_dir():
-        fail(f"--out {out} is a folder; give the report's file name, e.g. {out / 'report.json'}")
+    inputs = [predictions, config, adapter, index]
+    if out is not None:
+        guard_output(out, command="eval", inputs=inputs, file=True)
     try:
         if config is not None:
-            report, rag, written = api.evaluate_config(api.load_config(config), adapter=adapter, index=index,
-                                                       lang=lang, metrics=chosen)
+            run = api.load_config(config)
+            written = Path(run.output_dir) / "eval_predictions.jsonl"
+            guard_output(written, command="eval", inputs=[*inputs, out, run.data.train, run.data.eval], file=True)
+            report, rag, written = api.evaluate_config(run, adapter=adapter, index=index, lang=lang, metrics=chosen)
             typer.echo(f"predictions: {written}")
         else:
             records = api.read_predictions(predictions)
@@ -157,8 +165,11 @@ def train(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="Run config YAML (see examples/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in output_dir (with the same "
                                 "settings; only logging ones or a longer max_steps / epochs may change)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an output_dir that already holds files "
-                                   "(a checkpoint included)."),
+    resume_if_possible: bool = typer.Option(False, "--resume-if-possible", help="--resume when output_dir holds a "
+                                            "checkpoint, else start afresh (plain --resume without one is an error)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an output_dir an earlier `groundtune "
+                                   "train` wrote (a checkpoint included); files it did not write are never deleted."),
+    force: bool = typer.Option(False, "--force", help="Accept a learning rate above the method's sane bound."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set lr=3e-4 --set data.history_turns=1."),
 ):
     """Train one method on a frozen base model, then score the eval split (if any).
@@ -169,7 +180,15 @@ def train(
     from groundtune.tasks.grounded import train_and_evaluate
     from groundtune.train import prepare_output
 
+    from groundtune.train import CHECKPOINT, check_learning_rate
+
     cfg = load_config(config, _overrides(set_))
+    if not cfg.data.train:
+        fail(f"{config}: data.train is not set (is the file empty?); give the training data file, e.g. "
+             "data: {train: train.jsonl}")
+    if resume_if_possible:
+        resume = (Path(cfg.output_dir) / CHECKPOINT).exists()
+    check_learning_rate(cfg.method.get("method", ""), cfg.lr, force=force, source=str(config))
     prepare_output(cfg, resume=resume, overwrite=overwrite)
     summary = train_and_evaluate(cfg, resume=resume, overwrite=overwrite)
     typer.echo(f"adapter: {summary['adapter']}  ({summary['trainable_params']:,} trainable parameters)")
@@ -181,8 +200,8 @@ def sweep(
     output_dir: Optional[Path] = typer.Option(None, help="Default: the sweep's output_dir, else runs/<config name>."),
     resume: bool = typer.Option(False, "--resume", help="Continue the cells a stopped sweep left unfinished, from "
                                 "their checkpoints (their settings must be unchanged)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start unfinished cells afresh; also allows an "
-                                   "output folder that holds other files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start unfinished cells afresh (files the sweep did "
+                                   "not write are never deleted)."),
 ):
     """Run a grid (method x layers x length x learning rate) and write the paper's Table 2 layout as results.md
     and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Each cell is keyed
@@ -211,6 +230,8 @@ def glue(
                                           help="GLUE run YAML (task, method block, data, schedule); options win over it."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set lr=1e-2 --set method.length=40 "
                                                       "--set epochs=5."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `groundtune glue` output folder."),
+    force: bool = typer.Option(False, "--force", help="Accept a learning rate above the method's sane bound."),
 ):
     """Train one method on a GLUE task (encoders; the task head trains too) and report accuracy and F1 (MRPC,
     SST-2) or Pearson and Spearman (STS-B), with the seed and the trainable-parameter count on each row."""
@@ -228,13 +249,24 @@ def glue(
             overrides["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise typer.BadParameter(f"--seeds {seeds!r}: write whole numbers separated by commas, e.g. 1,2,3") from None
+    from groundtune.fileio import guard_output
+    from groundtune.train import check_learning_rate
+
     cfg = load_glue_config(config, overrides)
+    if not cfg.train:
+        fail(f"no training file for {cfg.task}: pass --train (the task's train.tsv in GLUE's layout) or set train in "
+             "--config")
+    check_learning_rate(cfg.method.get("method", ""), cfg.lr, force=force, source=str(config or "glue options"))
+    guard_output(cfg.output_dir, command="glue", inputs=[cfg.train, cfg.dev, config], overwrite=overwrite)
     rows = run(cfg, log=lambda line: typer.echo(line, err=True))
     typer.echo(markdown_table(rows))
     typer.echo(f"written to {cfg.output_dir}/results.md, results.csv and results.jsonl", err=True)
 
 
 # --- retrieval commands (index, retrieve, train-reranker) ---
+
+
+NO_MATCH = 1  # `retrieve` found no passage (like grep: 1 is "nothing found", 2 is an error)
 
 
 def _retrieval_error(command: str, err: Exception):
@@ -246,8 +278,8 @@ def index(
     sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .txt or "
                                          ".md files, or folders of them (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (a new or empty one; see --overwrite)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder (the old one goes "
-                                   "only once the new one is complete)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index folder `groundtune index` wrote (the "
+                                   "old one goes only once the new one is complete; other files are never deleted)."),
     segmentation: str = typer.Option("structure", help="structure: one passage per section, 'titles // text' "
                                      "(markdown: per heading; text: per paragraph); token: 100-word windows."),
     words: int = typer.Option(100, help="Words per window ('token' segmentation, and long sections)."),
@@ -272,9 +304,11 @@ def index(
     from groundtune.retrieval.index import build_index
     from groundtune.retrieval.passages import load_passages
 
-    from groundtune.fileio import check_output
+    from groundtune.fileio import guard_output
 
-    check_output(out, inputs=sources, overwrite=overwrite)
+    if words < 1:
+        fail(f"--words is {words}; it must be a whole number in [1, inf) (words per passage window)")
+    guard_output(out, command="index", inputs=[*sources, *dev, encoder and Path(encoder)], overwrite=overwrite)
     start = time.perf_counter()
     try:
         passages = load_passages(sources, segmentation, words)
@@ -313,7 +347,7 @@ def retrieve(
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines instead of a table."),
 ):
     """Search an index for one question, or with --eval report recall@1/5/10 and MRR at passage and
-    document level for each pipeline."""
+    document level for each pipeline. Exit status: 0 passages found, 1 no passage matches, 2 an error."""
     import json
 
     from groundtune.data import DataError
@@ -324,6 +358,10 @@ def retrieve(
             raise ValueError(f"-k is {k}; it must be a whole number in [1, inf)")
         if limit is not None and limit < 1:
             raise ValueError(f"--limit is {limit}; it must be a whole number in [1, inf)")
+        if eval_:
+            from groundtune.fileio import guard_output
+
+            guard_output(out, command="retrieve", inputs=[index_dir, reranker, *eval_], file=True)
         retriever = Retriever.load(index_dir, reranker=reranker)
         if eval_:
             _retrieval_eval(retriever, eval_, pipelines, limit, out)
@@ -335,6 +373,10 @@ def retrieve(
         hits = retriever.search(build_query(query, history), k, method=method)
     except (ValueError, FileNotFoundError, ImportError, DataError) as err:
         _retrieval_error("retrieve", err)
+    if not hits:
+        typer.echo(f"no passage in {index_dir} matches the query (no query word is in the index); exit status 1",
+                   err=True)
+        raise typer.Exit(NO_MATCH)
     for rank, hit in enumerate(hits, start=1):
         p = hit.passage
         if as_json:
@@ -367,8 +409,8 @@ def train_reranker_cmd(
                                            "or reading-comprehension .jsonl question files, grounded in the index's documents."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained reranker (a new or empty one; "
                              "written atomically)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (the old one goes only "
-                                   "once the new one is complete)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a folder `groundtune train-reranker` wrote "
+                                   "(the old one goes only once the new one is complete)."),
     kind: str = typer.Option("late-interaction", help="late-interaction (token-level MaxSim over the encoder, "
                              "learns in minutes on a CPU) or cross-encoder (a new head; needs far more steps)."),
     negatives: Optional[int] = typer.Option(None, help="Hard negatives mined per query from the index's default "
@@ -393,7 +435,7 @@ def train_reranker_cmd(
     from groundtune.data import DataError
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
-    from groundtune.fileio import check_output
+    from groundtune.fileio import guard_output
     from groundtune.retrieval.rerank import DEFAULTS, KINDS, mine_examples, train_reranker
 
     if kind not in KINDS:
@@ -405,7 +447,7 @@ def train_reranker_cmd(
             fail(f"{name} is {value}; it must be a whole number in [{least}, inf)")
     if lr is not None and not lr > 0:
         fail(f"--lr is {lr}; it must be in (0, inf)")
-    check_output(out, inputs=[index_dir, *dialogues, base and Path(base)], overwrite=overwrite)
+    guard_output(out, command="train-reranker", inputs=[index_dir, *dialogues, base and Path(base)], overwrite=overwrite)
     try:
         retriever = Retriever.load(index_dir)
         _refuse_english_base_on_korean(retriever, base)
@@ -450,7 +492,8 @@ _TOKEN_MAP_HELP = ("Target token id -> chat token id, for embedding and LM-head 
 _TEMPLATE_HELP = ("Where the chat template and eos token come from: a model folder, or 'target' to keep the "
                   "target's. Default: the first chat model (or saved vector).")
 _SHARD_HELP = "Largest output shard, e.g. 5GB or 500MB."
-_OVERWRITE_HELP = "Replace a non-empty output folder (the old one goes only once the new one is complete)."
+_OVERWRITE_HELP = ("Replace an output folder an earlier merge wrote (the old one goes only once the new one is "
+                   "complete; a folder holding other files is refused).")
 
 
 def _merge_report(step, *args, **kwargs):
@@ -597,11 +640,18 @@ def classify(
     from groundtune import api
     from groundtune.tasks.classify import ClassifyTask, classify as run_classify, load_labelled
     from groundtune.data import asset_path
-    from groundtune.fileio import atomic_write
+    from groundtune.fileio import atomic_write, guard_output
+    from groundtune.models import check_dtype
 
+    if output:
+        guard_output(output, command="classify", inputs=[data, pool, task, adapter], file=True)
+    check_dtype(dtype)
     spec = ClassifyTask.from_yaml(task) if task else ClassifyTask()
     rows, report = load_labelled(data or asset_path("nsmc/ratings_test_derived_1k.txt"), spec)
     typer.echo(str(report), err=True)
+    if not rows:
+        fail(f"{report.source}: no rows to classify (see the drop report above); give a TSV with a header, JSONL or "
+             f"JSON with the fields {spec.text_field!r} and {spec.label_field!r}")
     examples = []
     if shots:
         examples, pool_report = load_labelled(pool or asset_path("nsmc/ratings_train.txt"), spec)
@@ -632,6 +682,8 @@ def summarize_eval(
     limit: Optional[int] = typer.Option(None, min=1, help="Evaluate only the first N pairs."),
     dtype: Optional[str] = typer.Option(None, help="Weights dtype: float32 (default) or bfloat16."),
     output_dir: Optional[Path] = typer.Option(None, help="Write results.json and predictions.jsonl here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `groundtune summarize-eval` output "
+                                   "folder."),
 ):
     """Summarize each article with the seed prompt '주어진 기사를 요약하세요 기사: (문서)' and score against the
     reference with ROUGE-1, ROUGE-L, F1, SacreBLEU and METEOR on Kiwi morphemes."""
@@ -642,10 +694,21 @@ def summarize_eval(
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write
     from groundtune.metrics import write_predictions
+    from groundtune.fileio import guard_output
+    from groundtune.models import check_dtype
+    from groundtune.data.instruct import get_template
     from groundtune.tasks.summarize import evaluate_summaries, load_summaries
 
+    if output_dir:
+        guard_output(output_dir, command="summarize-eval", inputs=[data, adapter], overwrite=overwrite)
+    check_dtype(dtype)
+    if template is not None:
+        get_template(template)
     pairs, report = load_summaries(data or asset_path("ko_summarization/sci-news-sum-kr-50"))
     typer.echo(str(report), err=True)
+    if not pairs:
+        fail(f"{data}: no article/summary pairs (see the drop report above); give JSON, JSONL or a folder of JSON "
+             "files whose records hold an article and a summary")
     net, tokenizer = api.model_with_adapter(model or "gemma3-270m", adapter, dtype)
     gen = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     samples, predictions, scores, cut = evaluate_summaries(net, tokenizer, pairs[:limit], gen, template=template,

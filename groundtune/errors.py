@@ -26,3 +26,7 @@ class OutputError(GroundtuneError):
 
 class ResumeError(ConfigError):
     """A resume whose settings differ from the run being resumed in a way that changes the result."""
+
+
+class TrainingDiverged(GroundtuneError):
+    """The loss or a trainable parameter became inf or nan; the last good checkpoint is kept."""

@@ -68,32 +68,157 @@ def _prefix(path: Path, kind: str) -> str:
     return f".{path.name}.{kind}.{os.getpid()}."
 
 
-def check_output(out: str | os.PathLike, *, inputs=(), overwrite: bool = False, flag: str = "--overwrite",
-                 error: type[Exception] = OutputError) -> Path:
-    """Refuse to write `out` when that would destroy something: it is (or holds) one of `inputs`, or it
-    exists and is not empty while `overwrite` is off. Returns `out` as a Path. `flag` is how the caller's
-    users ask for overwriting; `error` the exception type they expect."""
+# --- the output guard -----------------------------------------------------------------------------------------
+#
+# Every file or folder a command writes is first approved here, before any work starts. A folder output gets a
+# marker file naming the command that made it and the top-level entries it wrote; only such a folder counts as
+# "this command's own earlier output", and --overwrite may replace only that, never a file the command did not
+# make. The approvals of the current run are kept (approved_outputs) so that a test can check every write.
+
+MARKER = "groundtune-output.json"
+_active: dict[Path, str] = {}  # resolved approved output -> the command it belongs to (reentrant checks skip)
+_history: list[Path] = []  # every output approved since begin_run (what the write audit compares against)
+
+
+def begin_run() -> None:
+    """Forget earlier approvals: the `groundtune` command calls this as each command starts."""
+    _active.clear()
+    _history.clear()
+
+
+def approved_outputs() -> list[Path]:
+    """The outputs approved since begin_run, resolved."""
+    return list(_history)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The marker of a folder groundtune made ({"command", "made"}), or None (no marker, or one unreadable)."""
+    import json
+
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("command"), str) or not isinstance(data.get("made"), list):
+        return None
+    return data
+
+
+def _write_marker(folder: Path, command: str, made) -> None:
+    import json
+
+    _write_bytes(folder / MARKER, (json.dumps({"command": command, "made": sorted(set(made))}, indent=2) + "\n").encode())
+
+
+def _owner(path: Path) -> Path | None:
+    """The nearest approved output strictly above `path`, if any."""
+    for parent in path.parents:
+        if parent in _active:
+            return parent
+    return None
+
+
+def _claim(path: Path) -> None:
+    """Record in the marker of the approved folder above `path` that its top-level entry is this command's own.
+    Done before the entry is written, so a run killed midway leaves a folder its next run recognises."""
+    path = Path(path).resolve()
+    folder = _owner(path)
+    if folder is None:
+        # an approved file inside another command's folder (eval's predictions in a training run): that folder's
+        # marker takes it in, so the run's own --overwrite does not count it as someone else's file
+        marker = read_marker(path.parent) if path in _active else None
+        if marker and path.name not in marker["made"]:
+            _write_marker(path.parent, marker["command"], [*marker["made"], path.name])
+        return
+    name = path.relative_to(folder).parts[0]
+    marker = read_marker(folder)
+    made = set(marker["made"]) if marker else set()
+    if marker is None or name not in made:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_marker(folder, _active[folder], made | {name})
+
+
+def _temp_of(name: str) -> str | None:
+    """The entry a temporary sibling (.NAME.tmp.PID.X / .NAME.old.PID.X) belongs to, else None."""
+    for kind in _KINDS:
+        head, sep, _ = name.partition(f".{kind}.")
+        if sep and head.startswith("."):
+            return head[1:]
+    return None
+
+
+def _overlaps(out: Path, source: Path) -> str | None:
+    if source == out:
+        return "is also an input"
+    if out in source.parents:
+        return "holds an input"
+    if source in out.parents:
+        return "lies inside an input"
+    return None
+
+
+def guard_output(out: str | os.PathLike, *, command: str, inputs=(), overwrite: bool = False, resume: bool = False,
+                 file: bool = False, flag: str = "--overwrite", error: type[Exception] = OutputError) -> Path:
+    """Approve `out` as an output of `command` (a file when `file`, else a folder), before any work starts.
+
+    Refused: an output equal to, holding, or inside one of `inputs`; a file output that is a folder; a folder
+    that is not empty and was not made by `command` (its marker says so), with or without `overwrite`; a folder
+    of `command`'s that holds entries the command did not make; and, unless `overwrite` (or `resume`: the
+    command continues its own output), any earlier output of `command`. An existing file output is replaced
+    (as a shell's `>` would). `flag` is how the caller's users ask for overwriting; `error` the exception type
+    they expect. Returns `out` as a Path."""
     out = Path(out)
     resolved = out.resolve()
+    if resolved in _active:  # approved earlier in this run (a command calling another's machinery)
+        return out
     for item in inputs:
         if item is None:
             continue
-        source = Path(item).resolve()
-        if source == resolved or resolved in source.parents:
-            raise error(f"the output {out} is also an input ({item}): write the result to a new path")
-    if out.is_symlink() or out.exists():
-        empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
-        if not empty and not overwrite:
-            what = "a folder that is not empty" if out.is_dir() else "a file"
-            raise error(f"{out} already exists and is {what}: choose another path, or pass {flag} to replace it")
+        how = _overlaps(resolved, Path(item).resolve())
+        if how:
+            raise error(f"the output {out} {how} ({item}): write the result to a new path")
+    if file:
+        if out.is_dir():
+            raise error(f"the output {out} is a folder; give a file name, e.g. {out / 'report.json'}")
+    elif out.is_symlink() or out.exists():
+        if not out.is_dir() or out.is_symlink():
+            raise error(f"the output {out} is a file; give a folder (a new or empty one)")
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            _check_own_folder(out, entries, command, overwrite or resume, flag, error)
+    _active[resolved] = command
+    _history.append(resolved)
+    _claim(resolved)
     return out
+
+
+def _check_own_folder(out: Path, entries: list[str], command: str, replace: bool, flag: str, error) -> None:
+    marker = read_marker(out)
+    shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+    if marker is None or marker["command"] != command:
+        made_by = (f"`groundtune {marker['command']}` made it, not `groundtune {command}`" if marker
+                   else f"no groundtune command made it (it has no {MARKER})")
+        raise error(f"{out} already exists and is not empty ({shown}), and {made_by}: choose a new or empty folder "
+                    f"({flag} replaces only a folder `groundtune {command}` made itself, so nothing else is ever "
+                    "deleted)")
+    own = {MARKER, *marker["made"]}
+    foreign = [name for name in entries if name not in own and _temp_of(name) not in own]
+    if foreign:
+        listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise error(f"{out} holds {listed}, which `groundtune {command}` did not write: move it out of the folder, or "
+                    f"choose another output (even {flag} deletes only what the command made)")
+    if not replace:
+        raise error(f"{out} already exists and is not empty (an earlier `groundtune {command}` output): choose "
+                    f"another path, or pass {flag} to replace it")
 
 
 @contextlib.contextmanager
 def atomic_folder(folder: str | os.PathLike):
     """Yield a temporary folder; on success it replaces `folder` (an old one is removed only afterwards).
-    Temporary siblings of earlier runs that died are removed first."""
+    Temporary siblings of earlier runs that died are removed first. A folder approved by guard_output gets its
+    marker, listing what is in it, before the rename."""
     folder = Path(folder)
+    _claim(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(folder)
@@ -102,6 +227,9 @@ def atomic_folder(folder: str | os.PathLike):
         raise OutputError(f"cannot write {folder}: {err.strerror or err}") from None
     try:
         yield tmp
+        key = folder.resolve()
+        if key in _active:
+            _write_marker(tmp, _active[key], [p.name for p in tmp.iterdir() if p.name != MARKER])
         old = None
         if folder.exists() or folder.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=_prefix(folder, "old"), dir=folder.parent))
@@ -111,6 +239,7 @@ def atomic_folder(folder: str | os.PathLike):
                 shutil.rmtree(old, ignore_errors=True)
                 raise OutputError(f"cannot replace {folder}: {err.strerror or err}; it is left as it was") from None
         os.replace(tmp, folder)
+        _active.pop(key, None)  # complete: a later call in this process is checked afresh
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -119,7 +248,11 @@ def atomic_folder(folder: str | os.PathLike):
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write a whole file via a temporary sibling and rename (stale siblings of dead runs are removed first)."""
-    path = Path(path)
+    _claim(Path(path))
+    return _write_bytes(Path(path), data.encode() if isinstance(data, str) else data)
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
@@ -130,12 +263,21 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """A matplotlib figure as PNG through atomic_write (savefig on a path would write in place, unguarded)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write(path, buffer.getvalue())
 
 
 def read_text(path: str | os.PathLike, *, error: type[Exception] | None = None, what: str = "file") -> str:

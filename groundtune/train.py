@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from groundtune.config import TrainConfig, to_yaml
-from groundtune.errors import OutputError, ResumeError
-from groundtune.fileio import atomic_folder, atomic_write, check_output
+from groundtune.errors import ConfigError, OutputError, ResumeError, TrainingDiverged
+from groundtune.fileio import atomic_folder, atomic_write, guard_output, save_figure
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
 from groundtune.methods.io import save_adapter
 
@@ -156,17 +156,24 @@ def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
     return out
 
 
-def prepare_output(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Check cfg.output_dir before any model loads. Without resume: it must be new or empty (or `overwrite`);
-    it must not be one of the run's inputs. With resume: the checkpoint's run must have had the same settings,
-    except logging ones or a longer schedule; every difference is listed."""
+def prepare_output(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, command: str = "train") -> None:
+    """Check cfg.output_dir before any model loads (through the one output guard, fileio.guard_output). Without
+    resume: it must be new or empty, or an earlier output of `command` with `overwrite`; it must not be one of the
+    run's inputs. With resume: a checkpoint must be there, and its run must have had the same settings, except
+    logging ones or a longer schedule; every difference is listed."""
     import yaml
 
     out = Path(cfg.output_dir)
     inputs = [p for p in (cfg.data.train, cfg.data.eval, cfg.data.documents, cfg.model) if p]
     folder = out / CHECKPOINT
-    if resume and folder.exists():
-        check_output(out, inputs=inputs, overwrite=True)
+    if resume and not folder.exists():
+        raise ResumeError(f"--resume: there is no checkpoint in {out} to continue ({folder} does not exist); drop "
+                          "--resume to start afresh, or pass --resume-if-possible to continue only when there is one")
+    if not resume and folder.exists() and not overwrite:
+        raise OutputError(f"{out} already holds a checkpoint: pass --resume to continue it, --overwrite to start "
+                          "afresh, or choose another output_dir")
+    guard_output(out, command=command, inputs=inputs, overwrite=overwrite, resume=resume)
+    if resume:
         saved = _read_state(folder).get("config")
         if saved is None and (out / "config.yaml").exists():  # checkpoints written before configs were kept
             saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -177,11 +184,6 @@ def prepare_output(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = 
                                   + "; ".join(differ) + ". Resume with the checkpoint's settings (only logging "
                                   "settings or a longer max_steps / epochs may change), or start afresh with "
                                   "--overwrite or a new output_dir")
-        return
-    if folder.exists() and not overwrite:
-        raise OutputError(f"{out} already holds a checkpoint: pass --resume to continue it, --overwrite to start "
-                          "afresh, or choose another output_dir")
-    check_output(out, inputs=inputs, overwrite=overwrite or resume)
 
 
 def plot_losses(losses: list[dict], path: Path, title: str = "training loss") -> None:
@@ -204,8 +206,7 @@ def plot_losses(losses: list[dict], path: Path, title: str = "training loss") ->
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -386,6 +387,7 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: Tra
                 continue
             if world > 1:
                 running = accelerator.reduce(torch.tensor(running, device=accelerator.device), reduction="sum").item()
+            _stop_if_diverged(model, running / micro, state["step"] + 1, out, schedule.lr)  # the same on every process
             state["step"] += 1
             state["losses"].append({"step": state["step"], "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
@@ -411,6 +413,46 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: Tra
     return FitResult(model, state["losses"], n_trainable, accelerator.is_main_process, finished)
 
 
+def _stop_if_diverged(model, loss: float, step: int, out: Path | None, lr: float) -> None:
+    """Raise TrainingDiverged when the loss or a trainable parameter is inf or nan after an optimizer step,
+    before the broken weights can reach a checkpoint: the last one saved stays the last good one."""
+    bad = None if math.isfinite(loss) else f"the loss is {loss}"
+    if bad is None:
+        for name, param in model.named_parameters():
+            if param.requires_grad and not bool(torch.isfinite(param).all()):
+                bad = f"the trainable parameter {name} holds inf or nan"
+                break
+    if bad is None:
+        return
+    kept = ""
+    if out is not None and (out / CHECKPOINT / "state.json").exists():
+        kept = f"; the last good checkpoint (step {_read_state(out / CHECKPOINT).get('step', '?')}) is kept in {out / CHECKPOINT}"
+    raise TrainingDiverged(f"training diverged at step {step}: {bad}{kept}. Lower lr (it is {lr:g}) and start "
+                           "afresh (--overwrite), or check the data")
+
+
+# The highest learning rate each method is trained with in its paper (or the common practice), times a margin
+# of ten or more: above it a run only diverges or blows its weights up (lr=1e8 took an adapter's weights to 1e14).
+# Prompt-style methods train a few embeddings from scratch and take large rates; weight-space methods do not.
+LR_BOUNDS = {
+    "prompt_tuning": 1.0,   # Lester et al. 2021: 0.3 (Adafactor)
+    "dept": 1.0,            # Shi & Lipani 2024: 3e-1 for the prompt, 1e-4 for the low-rank pair
+    "accept": 1.0,          # builds on DePT's prompt + low-rank update
+    "llama_adapter": 0.1,   # Zhang et al. 2023: 9e-3
+    "lora": 5e-2,           # Hu et al. 2021: 2e-4 .. 5e-4; QLoRA: 1e-4 .. 2e-4
+    "bitfit": 5e-2,         # Ben Zaken et al. 2022: 1e-4 .. 1e-3
+    "full": 1e-3,           # full fine-tuning: 1e-5 .. 5e-5 (Devlin et al. 2019)
+}
+
+
+def check_learning_rate(method: str, lr: float, *, force: bool = False, source: str = "the config") -> None:
+    """Refuse an lr above the method's sane bound (LR_BOUNDS) unless `force`."""
+    bound = LR_BOUNDS.get(method, 1.0)
+    if not force and lr > bound:
+        raise ConfigError(f"{source}: lr is {lr:g}, above {bound:g}, the most that is sane for {method} (its papers "
+                          f"use at most about a tenth of that); lower it, or pass --force to train with it anyway")
+
+
 def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Train `cfg.method` on `train_samples` (objects with .prompt and .answer): fit() with the answer-only
@@ -425,8 +467,7 @@ def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, 
     if not train_samples:
         raise ValueError("no training samples: check the data paths and the drop report above")
     out = Path(cfg.output_dir)
-    if resume:
-        prepare_output(cfg, resume=True)  # the checkpoint's settings must match (before the model loads)
+    prepare_output(cfg, resume=resume, overwrite=overwrite)  # the output, and a checkpoint's settings (before the model loads)
     if model is None:
         from groundtune.models import load_model
 

@@ -99,11 +99,14 @@ def test_index_refuses_a_non_empty_output_and_an_input_as_output(workspace, tmp_
     refused(cli("index", docs, "-o", user, "--no-dense"), user, "--overwrite", before=before)
     refused(cli("index", docs, "-o", docs, "--no-dense"), docs, "also an input", before=before)
     refused(cli("index", tmp_path, "-o", tmp_path, "--no-dense"), "also an input", before=before)
-    # an empty folder is fine, and --overwrite replaces a non-empty one on purpose
+    # --overwrite does not make a folder of someone else's files replaceable
+    refused(cli("index", docs, "-o", user, "--no-dense", "--overwrite"), user, "important.txt", before=before)
+    # an empty folder is fine, and --overwrite replaces the command's own earlier output on purpose
     (tmp_path / "empty").mkdir()
     assert cli("index", docs, "-o", tmp_path / "empty", "--no-dense").exit_code == 0
-    assert cli("index", docs, "-o", user, "--no-dense", "--overwrite").exit_code == 0
-    assert not (user / "important.txt").exists() and (user / "index.json").exists()
+    refused(cli("index", docs, "-o", tmp_path / "empty", "--no-dense"), "--overwrite")
+    assert cli("index", docs, "-o", tmp_path / "empty", "--no-dense", "--overwrite").exit_code == 0
+    assert (tmp_path / "empty" / "index.json").exists()
 
 
 def test_train_reranker_refuses_a_non_empty_output(workspace, index_dir, tmp_path):
@@ -212,7 +215,7 @@ def test_resume_refuses_changed_settings_and_lists_them(workspace, tmp_path):
     before = snapshot(tmp_path / "run")
     other = tmp_path / "other.jsonl"
     other.write_text((workspace / "train.jsonl").read_text())
-    msg = refused(cli("train", path, "--resume", "--set", "lr=0.5"), "lr: 0.01 -> 0.5", "checkpoint", before=before)
+    msg = refused(cli("train", path, "--resume", "--set", "lr=0.05"), "lr: 0.01 -> 0.05", "checkpoint", before=before)
     assert "--overwrite" in msg
     refused(cli("train", path, "--resume", "--set", f"data.train={other}", "--set", "seed=1"), "data.train",
             "seed: 42 -> 1", before=before)

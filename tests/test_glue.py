@@ -100,7 +100,7 @@ def test_a_test_file_without_labels_is_a_clear_error(tmp_path):
     path = _write(tmp_path / "test.tsv", ["index", "sentence"], [(0, "a film")])
     with pytest.raises(ValueError, match=r"test\.tsv.*no column \['label'\].*test files have no labels"):
         read_tsv(path, "sst2")
-    with pytest.raises(FileNotFoundError, match="missing.tsv"):
+    with pytest.raises(ValueError, match="missing.tsv"):
         read_tsv(tmp_path / "missing.tsv", "sst2")
     with pytest.raises(ValueError, match="unknown GLUE task"):
         get_task("cola")

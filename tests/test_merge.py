@@ -286,8 +286,12 @@ def test_existing_output_and_bad_vectors_are_refused(models, tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(MergeError, match="already exists"):
         chat_vector(models["base"], models["chat"], models["cp"], tmp_path / "out", progress=False)
+    with pytest.raises(MergeError, match="keep.txt"):  # --overwrite replaces only what a merge made
+        chat_vector(models["base"], models["chat"], models["cp"], tmp_path / "out", overwrite=True, progress=False)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    (tmp_path / "out" / "keep.txt").unlink()
+    chat_vector(models["base"], models["chat"], models["cp"], tmp_path / "out", progress=False)
     chat_vector(models["base"], models["chat"], models["cp"], tmp_path / "out", overwrite=True, progress=False)
-    assert not (tmp_path / "out" / "keep.txt").exists()
     with pytest.raises(MergeError, match="is also an input"):
         chat_vector(models["base"], models["chat"], models["cp"], models["cp"], progress=False)
     with pytest.raises(MergeError, match="not a saved chat vector"):

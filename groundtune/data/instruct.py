@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from groundtune.data import DataError
+from groundtune.errors import ConfigError
 from groundtune.data.sample import DropReport, Sample
 from groundtune.fileio import jsonl_lines
 
@@ -87,8 +88,9 @@ def get_template(template: str | Path | InstructTemplate) -> InstructTemplate | 
         return TEMPLATES[str(template)]
     if Path(template).is_file():
         return InstructTemplate.from_yaml(template)
-    raise ValueError(f"unknown template {template!r}: use one of {', '.join([*TEMPLATES, CHAT])} or a YAML file "
-                     "with prompt_input, prompt_no_input and response_split")
+    raise ConfigError(f"unknown template {template!r} (no such built-in, no such file): use one of "
+                      f"{', '.join([*TEMPLATES, CHAT])} or a YAML file with prompt_input, prompt_no_input and "
+                      "response_split")
 
 
 def load_instructions(path: str | Path) -> list[Any]:

@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from groundtune.fileio import atomic_folder, check_output
+from groundtune.fileio import atomic_folder, guard_output
 from groundtune.merge.checkpoint import DTYPES, Checkpoint, MergeError, TensorEntry
 from groundtune.merge.files import adopt_chat_format, copy_model_files, eos_ids
 from groundtune.merge.writer import ShardWriter, TensorSpec, parse_size, plan_shards, shard_names, write_index
@@ -289,7 +289,13 @@ class _Stream:
                     self._add(job.terms, spec.name, start, stop, acc)
                 else:
                     self._add_rows(job, start, stop, acc)
-            self._emit(writer, acc if stored == compute else self._slot(stored, n).copy_(acc))
+            result = acc if stored == compute else self._slot(stored, n).copy_(acc)
+            if not bool(torch.isfinite(result).all()):
+                bad = int((~torch.isfinite(result)).sum())
+                raise MergeError(f"{spec.name}: the result holds {bad} inf or nan value(s) in elements {start}-{stop} "
+                                 f"(in {spec.dtype}), so nothing was written; a ratio is too large, or an input holds "
+                                 "non-finite values")
+            self._emit(writer, result)
 
     def _add(self, terms: list[_Term], name: str, start: int, stop: int, acc: torch.Tensor) -> None:
         for term in terms:
@@ -345,8 +351,8 @@ def _write_checkpoint(folder: Path, prefix: str, jobs: list[_Job], target: Check
     return total
 
 
-def _prepare_out(out: Path, inputs: Iterable[Path], overwrite: bool, needed: int) -> None:
-    check_output(out, inputs=inputs, overwrite=overwrite, flag="--overwrite", error=MergeError)
+def _prepare_out(out: Path, inputs: Iterable[Path], overwrite: bool, needed: int, command: str) -> None:
+    guard_output(out, command=command, inputs=inputs, overwrite=overwrite, flag="--overwrite", error=MergeError)
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(parent).free
@@ -485,7 +491,7 @@ def merge(target: str | os.PathLike, vectors: Sequence[Vector | dict], out: str 
             stack.callback(terms[-1].close)
         jobs = _plan_merge(target_ckpt, terms, skip, token_map, report)
         inputs = [target] + [s.folder for t in terms for s in t.sources]
-        _prepare_out(out, inputs, overwrite, target_ckpt.total_bytes)
+        _prepare_out(out, inputs, overwrite, target_ckpt.total_bytes, "merge")
         with atomic_folder(out) as tmp:
             report.bytes_written = _write_checkpoint(tmp, "model", jobs, target_ckpt, max_shard_size,
                                                      chunk_elements, progress, "merge")
@@ -559,7 +565,7 @@ def extract_vector(base: str | os.PathLike, chat: str | os.PathLike, out: str | 
                              + "\n  ".join(problems[:_MAX_LISTED])
                              + "\nSkip them with a pattern (e.g. --skip '*norm*').")
         needed = sum(j.spec.nbytes for j in jobs)
-        _prepare_out(out, [Path(base), Path(chat)], overwrite, needed)
+        _prepare_out(out, [Path(base), Path(chat)], overwrite, needed, "merge extract")
         with atomic_folder(out) as tmp:
             report.bytes_written = _write_checkpoint(tmp, VECTOR_PREFIX, jobs, None, max_shard_size,
                                                      chunk_elements, progress, "extract")

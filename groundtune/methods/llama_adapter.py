@@ -161,10 +161,10 @@ def attach(model, config: LlamaAdapterConfig):
     family(model, "LLaMA-Adapter", attention_interface=True)
     specs = attention_layers(model, "LLaMA-Adapter")
     if config.layers > len(specs):
-        raise ValueError(
-            f"{type(model).__name__} has {len(specs)} layers; LlamaAdapterConfig(layers={config.layers}) asks for "
-            f"more. Use layers <= {len(specs)}."
-        )
+        from groundtune.errors import ConfigError
+
+        raise ConfigError(f"method.layers is {config.layers}, but {type(model).__name__} has {len(specs)} layers; "
+                          f"set method.layers <= {len(specs)}")
     current = model.config._attn_implementation or "eager"
     base = current.removeprefix(PREFIX)
     if base not in ("sdpa", "eager"):

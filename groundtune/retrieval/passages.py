@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from groundtune.fileio import jsonl_lines
+from groundtune.errors import ConfigError
+from groundtune.fileio import jsonl_lines, read_text
 
 SEGMENTATIONS = ("structure", "token")
 WINDOW_WORDS = 100  # MultiDoc2Dial's passage length for "token" segmentation
@@ -115,6 +116,8 @@ def structure_passages(document) -> list[Passage]:
 
 def document_passages(documents, segmentation: str = "structure", words: int = WINDOW_WORDS) -> list[Passage]:
     """Passages of doc2dial documents (a dict from `load_documents` or an iterable), in document order."""
+    if words < 1:
+        raise ConfigError(f"words is {words}; it must be a whole number in [1, inf) (words per passage window)")
     if segmentation not in SEGMENTATIONS:
         raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     docs = documents.values() if isinstance(documents, dict) else documents
@@ -201,6 +204,8 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
     """
     from groundtune.data.doc2dial import load_documents
 
+    if words < 1:
+        raise ConfigError(f"words is {words}; it must be a whole number in [1, inf) (words per passage window)")
     if segmentation not in SEGMENTATIONS:
         raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     if isinstance(paths, (str, os.PathLike)):
@@ -220,7 +225,7 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
             raise ValueError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), .txt or .md")
     out = document_passages(load_documents(doc_sources), segmentation, words) if doc_sources else []
     for f, rel in plain:
-        text = f.read_text(encoding="utf-8")
+        text = read_text(f, what="document")  # bytes that are not UTF-8 name the file and line
         make = markdown_passages if f.suffix.lower() in MARKDOWN_SUFFIXES else text_passages
         out += make(text, str(rel), title=f.stem, segmentation=segmentation, words=words)
     if not out:

@@ -92,10 +92,10 @@ def _rc_turns(question: str) -> list[tuple[str, str]]:
 def load_rc_queries(path) -> list[RetrievalQuery]:
     """Queries from a doc2dial reading-comprehension JSON Lines file (DialDoc 2021 shared task): rows with
     id, doc_id, question (history newest first, turns "role:utterance" joined by tabs), answer_span_ids."""
-    from groundtune.fileio import jsonl_lines
+    from groundtune.fileio import jsonl_lines, text_lines
 
     out = []
-    with open(path, encoding="utf-8") as f:
+    with text_lines(path, what="question file") as f:
         for n, row in jsonl_lines(f, path, "{id, doc_id, question, answer_span_ids}"):
             try:
                 turns = _rc_turns(row["question"])

@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 
 from groundtune.data import DataError
+from groundtune.errors import ConfigError
 from groundtune.data.sample import DropReport
 from groundtune.fileio import jsonl_lines, read_text
 from groundtune.kvcache import cache_from, cache_kwargs
@@ -78,17 +79,21 @@ class ClassifyTask:
         try:
             values = yaml.safe_load(read_text(path, what="task file")) or {}
         except FileNotFoundError:
-            raise FileNotFoundError(f"task file {path} does not exist") from None
+            raise ConfigError(f"task file {path} does not exist") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
+            where = getattr(err, "problem_mark", None)
+            at = f", line {where.line + 1}" if where is not None else ""
+            problem = getattr(err, "problem", None) or "cannot be parsed"
+            raise ConfigError(f"{path}{at}: not valid YAML ({problem}); fix the task file (template, labels, "
+                              "separator, text_field, label_field)") from None
         known = set(cls.__dataclass_fields__)
         if not isinstance(values, dict) or set(values) - known:
             extra = sorted(set(values) - known) if isinstance(values, dict) else "not a mapping"
-            raise ValueError(f"{path}: unknown key(s) {extra}; a task has {sorted(known)}")
+            raise ConfigError(f"{path}: unknown key(s) {extra}; a task has {sorted(known)}")
         try:
             return cls(**{"name": path.stem, **values})
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     def head(self) -> tuple[str, str]:
         """(prompt head, whitespace before the label): "… 정답: {label}" -> ("… 정답:", " ")."""

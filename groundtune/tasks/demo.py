@@ -134,8 +134,6 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
     print(before.table())
     curve = [{"step": 0, "held_out_loss": held_out_loss(model, tokenizer, eval_samples, cfg.data.max_answer_tokens)}]
     print(f"held-out loss at step 0: {curve[-1]['held_out_loss']:.3f}")
-    if (out / "checkpoint").exists():
-        shutil.rmtree(out / "checkpoint")  # the demo always starts afresh
     start = time.perf_counter()
     step, result = 0, None
     while step < cfg.max_steps:
@@ -156,7 +154,7 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
     write_predictions(out / "predictions.jsonl", after_predictions, references, [s.id for s in eval_samples])
     write_predictions(out / "predictions_before.jsonl", before_predictions, references, [s.id for s in eval_samples])
     if cfg.model == GEMMA_NAME:
-        shutil.copyfile(asset_path("gemma/NOTICE"), out / "NOTICE")  # the adapter is a Gemma Model Derivative
+        atomic_write(out / "NOTICE", asset_path("gemma/NOTICE").read_bytes())  # the adapter is a Gemma Model Derivative
     rows = [(name, before.scores.get(name), after.scores.get(name)) for name in before.scores]
     print(f"\n{'metric':<10} {'before':>8} {'after':>8}   ({len(eval_samples)} held-out KoAlpaca records, Kiwi morphemes)")
     for name, b, a in rows:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from groundtune.fileio import atomic_write
+from groundtune.errors import ConfigError, DataError
+from groundtune.fileio import atomic_write, read_text
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ FULL = "full"  # every weight trains (groundtune.methods.full): no adapter folde
 def get_task(name: str) -> GlueTask:
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown GLUE task {name!r} (--task or task:); choose one of {', '.join(TASKS)}")
     return TASKS[key]
 
 
@@ -76,18 +77,19 @@ def read_tsv(path: str | Path, task: GlueTask | str) -> GlueData:
     task = get_task(task) if isinstance(task, str) else task
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pass the {task.name} train.tsv / dev.tsv in GLUE's layout")
+        raise DataError(f"{path} does not exist (or is not a file): pass the {task.name} train.tsv / dev.tsv in "
+                        "GLUE's layout")
+    text = read_text(path, what=f"{task.name} TSV file")
     # GLUE's sentences hold bare quote characters: read with quoting off, as GLUE's own processors do.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
-        raise ValueError(f"{path} is empty")
+        raise DataError(f"{path} is empty: pass the {task.name} train.tsv / dev.tsv in GLUE's layout")
     header = rows[0]
     needed = [c for c in (task.text_a, task.text_b, task.label) if c is not None]
     missing = [c for c in needed if c not in header]
     if missing:
         hint = " (test files have no labels: use train.tsv or dev.tsv)" if task.label in missing else ""
-        raise ValueError(f"{path}: no column {missing} in the header {header}; is this the {task.name} file?{hint}")
+        raise DataError(f"{path}: no column {missing} in the header {header}; is this the {task.name} file?{hint}")
     a, b, y = (header.index(task.text_a), header.index(task.text_b) if task.text_b else None, header.index(task.label))
     data = GlueData([])
     for row in rows[1:]:
@@ -106,7 +108,7 @@ def read_tsv(path: str | Path, task: GlueTask | str) -> GlueData:
             continue
         data.examples.append(GlueExample(text_a, text_b, label))
     if not data.examples:
-        raise ValueError(f"{path}: no usable {task.name} records ({dict(data.dropped) or 'no rows after the header'})")
+        raise DataError(f"{path}: no usable {task.name} records ({dict(data.dropped) or 'no rows after the header'})")
     return data
 
 
@@ -328,7 +330,7 @@ def load_splits(cfg: GlueConfig) -> tuple[list[GlueExample], list[GlueExample], 
     """(train, dev, report lines)."""
     task = get_task(cfg.task)
     if not cfg.train:
-        raise ValueError("no training file: set train (GLUE's train.tsv for the task)")
+        raise ConfigError("no training file: pass --train (GLUE's train.tsv for the task) or set train in --config")
     train = read_tsv(cfg.train, task)
     notes = [train.report(cfg.train)]
     if cfg.dev:
@@ -427,5 +429,5 @@ def load_glue_config(path: str | Path | None = None, overrides: dict | None = No
     cfg = build_config(GlueConfig, values, str(path or "glue options"))
     get_task(cfg.task)
     if "method" not in cfg.method:
-        raise ValueError(f"{path or 'glue options'}: the method block needs a 'method' key (accept, dept, ..., full)")
+        raise ConfigError(f"{path or 'glue options'}: the method block needs a 'method' key (accept, dept, ..., full)")
     return cfg

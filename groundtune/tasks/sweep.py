@@ -27,7 +27,7 @@ from pathlib import Path
 
 from groundtune.config import TrainConfig, from_dict, read_yaml
 from groundtune.errors import ConfigError, OutputError
-from groundtune.fileio import atomic_write, check_output
+from groundtune.fileio import atomic_write, guard_output, save_figure
 from groundtune.metrics import METRICS
 
 SETTING_COLUMNS = ["method", "layer", "length", "learning rate"]
@@ -131,7 +131,7 @@ def heatmap(rows: list[dict], path: Path, metric: str = "F1") -> bool:
             ax.text(j, i, "—" if v != v else f"{v:.1f}", ha="center", va="center", color="white")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 
@@ -150,7 +150,7 @@ def loss_curves(runs: dict[str, list[dict]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -198,8 +198,10 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
 
     path = Path(path)
     out, cells = plan(path, out_dir)
-    if not (out / MARKER).exists():
-        check_output(out, inputs=[path], overwrite=overwrite)
+    # a sweep continues its own folder (finished cells are reused); each cell is then a training run's output
+    guard_output(out, command="sweep", inputs=[path], overwrite=overwrite, resume=True)
+    for name, cfg, state in cells:
+        guard_output(cfg.output_dir, command="train", inputs=[path], overwrite=True, resume=True)
     unfinished = [name for name, _, state in cells if state == "resume"]
     if unfinished and not (resume or overwrite):
         raise OutputError(f"{out}: {len(unfinished)} cell(s) a stopped sweep left unfinished ({', '.join(unfinished)}): "
