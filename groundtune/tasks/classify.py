@@ -304,6 +304,21 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
     return scores, truncated
 
 
+# Zhao et al. (2021), "Calibrate Before Use": inputs that carry no content, whose label probabilities measure the
+# prompt's (and the model's) bias towards each label.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def calibrate_scores(scores: torch.Tensor, content_free: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration. `scores` [n, labels] are summed label log-likelihoods of the queries;
+    `content_free` [n, c, labels] those of the c content-free inputs written with each query's own examples. The
+    label probabilities (renormalised over the labels) are divided by the mean content-free probabilities, i.e.
+    W = diag(p_cf)^-1 with b = 0, as the paper does for classification; returned as log-probabilities."""
+    p_cf = torch.softmax(content_free, dim=-1).mean(dim=1)
+    calibrated = torch.log_softmax(scores, dim=-1) - torch.log(p_cf)
+    return torch.log_softmax(calibrated, dim=-1)
+
+
 @dataclass
 class ClassifyResult:
     task: str
@@ -316,10 +331,17 @@ class ClassifyResult:
     confusion: list[list[int]]  # rows: gold label, columns: predicted label
     predicted_counts: dict[str, int]
     truncated: int = 0
+    calibration: list[str] | None = None  # the content-free inputs, when calibrated
     predictions: list[dict] = field(default_factory=list, repr=False)
 
+    @property
+    def signature(self) -> str:
+        """The settings that make two accuracies comparable, in sacrebleu's style."""
+        calib = "none" if self.calibration is None else "contextual(" + ",".join(map(repr, self.calibration)) + ")"
+        return f"task:{self.task}|shots:{self.shots}|seed:{self.seed}|score:sum-logprob|calibration:{calib}|n:{self.n}"
+
     def as_dict(self, predictions: bool = False) -> dict:
-        out = asdict(self)
+        out = {**asdict(self), "signature": self.signature}
         if not predictions:
             out.pop("predictions")
         return out
@@ -333,13 +355,17 @@ class ClassifyResult:
         lines += [f"{w:>{width}}" + "".join(f"{c:>{width}}" for c in row) for w, row in zip(self.labels, self.confusion)]
         if self.truncated:
             lines.append(f"note: {self.truncated} prompts lost tokens from their left to fit max_prompt_tokens")
+        lines.append(f"signature: {self.signature}")
         return "\n".join(lines) + "\n"
 
 
 def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTask | None = None, *, shots: int = 0,
              pool: Sequence[LabelledText] | None = None, seed: int = 0, batch_size: int = 8,
-             max_prompt_tokens: int = 1024, progress: bool = True) -> ClassifyResult:
-    """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1."""
+             max_prompt_tokens: int = 1024, progress: bool = True,
+             calibrate: Sequence[str] | None = None) -> ClassifyResult:
+    """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1.
+    `calibrate`: content-free inputs (e.g. CONTENT_FREE) for contextual calibration, each written with the query's
+    own examples; None scores uncalibrated."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     task = task or ClassifyTask()
@@ -352,6 +378,19 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     prompts = [task.prompt(q.text, ex) for q, ex in zip(queries, examples)]
     scores, truncated = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=batch_size,
                                      max_prompt_tokens=max_prompt_tokens, progress=progress)
+    raw = scores
+    if calibrate is not None:
+        calibrate = list(calibrate)
+        if not calibrate:
+            raise ValueError("calibration needs at least one content-free input, e.g. 'N/A'")
+        # Queries that drew the same examples share their content-free prompts: score each distinct prompt once.
+        cf_prompts = [task.prompt(c, ex) for ex in examples for c in calibrate]
+        distinct = list(dict.fromkeys(cf_prompts))
+        cf_scores, _ = score_labels(model, tokenizer, distinct, task.continuations(), batch_size=batch_size,
+                                    max_prompt_tokens=max_prompt_tokens, progress=False)
+        where = {p: i for i, p in enumerate(distinct)}
+        cf = cf_scores[[where[p] for p in cf_prompts]].view(len(queries), len(calibrate), len(words))
+        scores = calibrate_scores(scores, cf)
     predicted = scores.argmax(-1).tolist()
     gold = [q.label for q in queries]
     labels = list(range(len(words)))
@@ -362,8 +401,9 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
         labels=words,
         confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
         predicted_counts={w: predicted.count(i) for i, w in enumerate(words)},
-        truncated=truncated,
+        truncated=truncated, calibration=calibrate,
         predictions=[{"id": q.id, "label": words[q.label], "predicted": words[p],
-                      "scores": dict(zip(words, s)), "shots": [e.id for e in ex]}
-                     for q, p, s, ex in zip(queries, predicted, scores.tolist(), examples)],
+                      "scores": dict(zip(words, r)), "shots": [e.id for e in ex],
+                      **({"calibrated": dict(zip(words, c))} if calibrate is not None else {})}
+                     for q, p, r, c, ex in zip(queries, predicted, raw.tolist(), scores.tolist(), examples)],
     )
