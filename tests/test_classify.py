@@ -210,10 +210,10 @@ def test_contextual_calibration_flips_a_label_bias(tokenizer, nsmc):
     rows, pool = nsmc
     queries = rows[:16]
     plain = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=8, progress=False)
-    assert plain.predicted_counts["부정"] == 0 and plain.calibration is None
+    assert plain.predicted_counts["부정"] == 0 and plain.calibration is None and "calibrated" not in plain.predictions[0]
     assert "calibration:none" in plain.signature and "shots:1" in plain.signature
     calibrated = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=8, progress=False,
-                          calibrate=CONTENT_FREE)
+                          calibration="contextual", content_free=CONTENT_FREE)
     assert calibrated.predicted_counts["부정"] > 0
     assert "calibration:contextual('N/A','','[MASK]')" in calibrated.signature
     # the raw scores are kept; the calibrated ones are the raw label probabilities over the content-free mean
@@ -234,8 +234,33 @@ def test_contextual_calibration_flips_a_label_bias(tokenizer, nsmc):
     assert torch.exp(uniform)[0].tolist() == pytest.approx([0.5, 0.5])
 
 
-def test_cli_refuses_content_free_without_calibrate():
+def test_batch_calibration_balances_the_mean_prediction(tokenizer, nsmc):
+    """Batch calibration divides out the mean label probability over the rows: the biased model's calibrated
+    probabilities average to uniform (geometrically, before renormalising: checked against the formula)."""
+    from groundtune.tasks.classify import batch_calibrate
+
+    model = tiny_for("gpt_neox", tokenizer)
+    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
+    bias = torch.zeros(len(tokenizer))
+    bias[positive] = 8.0
+    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    rows, pool = nsmc
+    result = classify(model, tokenizer, rows[:16], shots=1, pool=pool, batch_size=8, progress=False,
+                      calibration="batch")
+    assert result.predicted_counts["부정"] > 0 and "calibration:batch|" in result.signature
+    words = ClassifyTask().label_words
+    raw = torch.tensor([[p["scores"][w] for w in words] for p in result.predictions], dtype=torch.float64)
+    logp = torch.log_softmax(raw, -1)
+    expected = torch.log_softmax(logp - torch.log(torch.exp(logp).mean(0)), -1)
+    got = torch.tensor([[p["calibrated"][w] for w in words] for p in result.predictions], dtype=torch.float64)
+    assert torch.allclose(got, expected) and torch.allclose(batch_calibrate(raw), expected)
+
+
+@pytest.mark.parametrize("args, named", [(["--content-free", "N/A"], "--calibrate contextual"),
+                                         (["--calibrate", "batch", "--content-free", "N/A"], "--calibrate contextual"),
+                                         (["--calibrate", "nope"], "contextual, batch")])
+def test_cli_refuses_calibration_settings_that_do_nothing(args, named):
     from groundtune.cli import app
 
-    result = CliRunner().invoke(app, ["classify", "--content-free", "N/A", "--limit", "2"])
-    assert result.exit_code == 2 and "--calibrate" in result.output
+    result = CliRunner().invoke(app, ["classify", *args, "--limit", "2"])
+    assert result.exit_code == 2 and named in result.output, result.output

@@ -319,6 +319,18 @@ def calibrate_scores(scores: torch.Tensor, content_free: torch.Tensor) -> torch.
     return torch.log_softmax(calibrated, dim=-1)
 
 
+def batch_calibrate(scores: torch.Tensor) -> torch.Tensor:
+    """Batch calibration (Zhou et al., 2024, "Batch Calibration"): the prompt's bias is estimated as the mean label
+    probability over the queries being classified themselves (no labels, no extra forward pass) and divided out
+    like contextual calibration's. It needs a batch that is not tiny; on NSMC one-shot/few-shot with a small model
+    it corrects the bias that content-free inputs over- or under-estimate. Returned as log-probabilities."""
+    logp = torch.log_softmax(scores, dim=-1)
+    return torch.log_softmax(logp - torch.log(torch.exp(logp).mean(dim=0)), dim=-1)
+
+
+CALIBRATIONS = ("contextual", "batch")
+
+
 @dataclass
 class ClassifyResult:
     task: str
@@ -331,13 +343,16 @@ class ClassifyResult:
     confusion: list[list[int]]  # rows: gold label, columns: predicted label
     predicted_counts: dict[str, int]
     truncated: int = 0
-    calibration: list[str] | None = None  # the content-free inputs, when calibrated
+    calibration: str | None = None  # "contextual" or "batch", or None
+    content_free: list[str] | None = None  # contextual calibration's inputs
     predictions: list[dict] = field(default_factory=list, repr=False)
 
     @property
     def signature(self) -> str:
         """The settings that make two accuracies comparable, in sacrebleu's style."""
-        calib = "none" if self.calibration is None else "contextual(" + ",".join(map(repr, self.calibration)) + ")"
+        calib = self.calibration or "none"
+        if self.calibration == "contextual":
+            calib += "(" + ",".join(map(repr, self.content_free)) + ")"
         return f"task:{self.task}|shots:{self.shots}|seed:{self.seed}|score:sum-logprob|calibration:{calib}|n:{self.n}"
 
     def as_dict(self, predictions: bool = False) -> dict:
@@ -362,10 +377,10 @@ class ClassifyResult:
 def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTask | None = None, *, shots: int = 0,
              pool: Sequence[LabelledText] | None = None, seed: int = 0, batch_size: int = 8,
              max_prompt_tokens: int = 1024, progress: bool = True,
-             calibrate: Sequence[str] | None = None) -> ClassifyResult:
+             calibration: str | None = None, content_free: Sequence[str] = CONTENT_FREE) -> ClassifyResult:
     """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1.
-    `calibrate`: content-free inputs (e.g. CONTENT_FREE) for contextual calibration, each written with the query's
-    own examples; None scores uncalibrated."""
+    `calibration`: None (the likelier label word wins), "contextual" (against `content_free` inputs, each written
+    with the query's own examples) or "batch" (against the mean over `queries`)."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     task = task or ClassifyTask()
@@ -379,18 +394,22 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     scores, truncated = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=batch_size,
                                      max_prompt_tokens=max_prompt_tokens, progress=progress)
     raw = scores
-    if calibrate is not None:
-        calibrate = list(calibrate)
-        if not calibrate:
-            raise ValueError("calibration needs at least one content-free input, e.g. 'N/A'")
+    if calibration == "contextual":
+        content_free = list(content_free)
+        if not content_free:
+            raise ValueError("contextual calibration needs at least one content-free input, e.g. 'N/A'")
         # Queries that drew the same examples share their content-free prompts: score each distinct prompt once.
-        cf_prompts = [task.prompt(c, ex) for ex in examples for c in calibrate]
+        cf_prompts = [task.prompt(c, ex) for ex in examples for c in content_free]
         distinct = list(dict.fromkeys(cf_prompts))
         cf_scores, _ = score_labels(model, tokenizer, distinct, task.continuations(), batch_size=batch_size,
                                     max_prompt_tokens=max_prompt_tokens, progress=False)
         where = {p: i for i, p in enumerate(distinct)}
-        cf = cf_scores[[where[p] for p in cf_prompts]].view(len(queries), len(calibrate), len(words))
+        cf = cf_scores[[where[p] for p in cf_prompts]].view(len(queries), len(content_free), len(words))
         scores = calibrate_scores(scores, cf)
+    elif calibration == "batch":
+        scores = batch_calibrate(scores)
+    elif calibration is not None:
+        raise ValueError(f"unknown calibration {calibration!r}: use one of {list(CALIBRATIONS)}, or none")
     predicted = scores.argmax(-1).tolist()
     gold = [q.label for q in queries]
     labels = list(range(len(words)))
@@ -401,9 +420,10 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
         labels=words,
         confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
         predicted_counts={w: predicted.count(i) for i, w in enumerate(words)},
-        truncated=truncated, calibration=calibrate,
+        truncated=truncated, calibration=calibration,
+        content_free=list(content_free) if calibration == "contextual" else None,
         predictions=[{"id": q.id, "label": words[q.label], "predicted": words[p],
                       "scores": dict(zip(words, r)), "shots": [e.id for e in ex],
-                      **({"calibrated": dict(zip(words, c))} if calibrate is not None else {})}
+                      **({"calibrated": dict(zip(words, c))} if calibration is not None else {})}
                      for q, p, r, c, ex in zip(queries, predicted, raw.tolist(), scores.tolist(), examples)],
     )
