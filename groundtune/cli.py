@@ -632,17 +632,29 @@ def classify(
     dtype: Optional[str] = typer.Option(None, help="Weights dtype: float32 (default) or bfloat16 (about half the "
                                                    "CPU time)."),
     output: Optional[Path] = typer.Option(None, help="Write the report (and every prediction) as JSON here."),
+    calibrate: Optional[str] = typer.Option(None, "--calibrate", help="Remove the prompt's bias towards one label: "
+                                            "'contextual' (Zhao et al., 2021) divides the label probabilities by "
+                                            "those of content-free inputs written with the same examples; 'batch' "
+                                            "(Zhou et al., 2024) by their mean over the rows classified."),
+    content_free: Optional[list[str]] = typer.Option(None, "--content-free", help="A content-free input for "
+                                                     "--calibrate contextual (repeat it); default: 'N/A', '' and "
+                                                     "'[MASK]'."),
 ):
     """In-context classification, NSMC-style: each label word (긍정 / 부정) is scored by its log-likelihood after
     the prompt (summed over its tokens) and the likelier one wins. Prints accuracy, macro-F1 and the confusion."""
     import json
 
     from groundtune import api
-    from groundtune.tasks.classify import ClassifyTask, classify as run_classify, load_labelled
+    from groundtune.tasks.classify import (CALIBRATIONS, CONTENT_FREE, ClassifyTask, classify as run_classify,
+                                           load_labelled)
     from groundtune.data import asset_path
     from groundtune.fileio import atomic_write, guard_output
     from groundtune.models import check_dtype
 
+    if calibrate is not None and calibrate not in CALIBRATIONS:
+        fail(f"--calibrate {calibrate!r} is not a calibration: use one of {', '.join(CALIBRATIONS)}")
+    if content_free and calibrate != "contextual":
+        fail("--content-free is used only with --calibrate contextual: add it, or drop --content-free")
     if output:
         guard_output(output, command="classify", inputs=[data, pool, task, adapter], file=True)
     check_dtype(dtype)
@@ -658,7 +670,8 @@ def classify(
         typer.echo(str(pool_report), err=True)
     net, tokenizer = api.model_with_adapter(model or "gemma3-270m", adapter, dtype)
     result = run_classify(net, tokenizer, rows[:limit], spec, shots=shots, pool=examples, seed=seed,
-                          batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)
+                          batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+                          calibration=calibrate, content_free=content_free or CONTENT_FREE)
     typer.echo(result.table())
     if output:
         summary = {"model": model or "gemma3-270m", "adapter": str(adapter) if adapter else None, "data": str(report.source),

@@ -195,3 +195,72 @@ def test_cli_with_an_adapter_folder(tmp_path, tokenizer):
     report = json.loads(out.read_text())
     assert report["n"] == 6 and report["shots"] == 2 and 0 <= report["accuracy"] <= 1
     assert len(report["predictions"]) == 6 and "accuracy" in result.output
+
+
+def test_contextual_calibration_flips_a_label_bias(tokenizer, nsmc):
+    """A model biased towards 긍정 says 긍정 for every review; calibrated against content-free inputs written with
+    the same examples, the bias is divided out: those inputs become uniform and the reviews are no longer all 긍정."""
+    from groundtune.tasks.classify import CONTENT_FREE, calibrate_scores
+
+    model = tiny_for("gpt_neox", tokenizer)
+    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
+    bias = torch.zeros(len(tokenizer))
+    bias[positive] = 8.0
+    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    rows, pool = nsmc
+    queries = rows[:16]
+    plain = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=8, progress=False)
+    assert plain.predicted_counts["부정"] == 0 and plain.calibration is None and "calibrated" not in plain.predictions[0]
+    assert "calibration:none" in plain.signature and "shots:1" in plain.signature
+    calibrated = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=8, progress=False,
+                          calibration="contextual", content_free=CONTENT_FREE)
+    assert calibrated.predicted_counts["부정"] > 0
+    assert "calibration:contextual('N/A','','[MASK]')" in calibrated.signature
+    # the raw scores are kept; the calibrated ones are the raw label probabilities over the content-free mean
+    for p_plain, p_cal in zip(plain.predictions, calibrated.predictions):
+        assert p_cal["scores"] == pytest.approx(p_plain["scores"])
+    # by hand, for one query: its content-free prompts, scored alone
+    task, query, shot = ClassifyTask(), queries[0], calibrated.predictions[0]["shots"]
+    examples = [r for r in pool if r.id in shot]
+    cf = score_labels(model, tokenizer, [task.prompt(c, examples) for c in CONTENT_FREE], task.continuations(),
+                      progress=False)[0]
+    p_cf = torch.softmax(cf, -1).mean(0)
+    raw = torch.tensor([calibrated.predictions[0]["scores"][w] for w in task.label_words], dtype=torch.float64)
+    expected = torch.log_softmax(torch.log_softmax(raw, -1) - torch.log(p_cf), -1)
+    got = [calibrated.predictions[0]["calibrated"][w] for w in task.label_words]
+    assert got == pytest.approx(expected.tolist(), abs=1e-6)
+    # a content-free input calibrated against itself is uniform
+    uniform = calibrate_scores(cf[:1], cf[None, :1])
+    assert torch.exp(uniform)[0].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_batch_calibration_balances_the_mean_prediction(tokenizer, nsmc):
+    """Batch calibration divides out the mean label probability over the rows: the biased model's calibrated
+    probabilities average to uniform (geometrically, before renormalising: checked against the formula)."""
+    from groundtune.tasks.classify import batch_calibrate
+
+    model = tiny_for("gpt_neox", tokenizer)
+    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
+    bias = torch.zeros(len(tokenizer))
+    bias[positive] = 8.0
+    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    rows, pool = nsmc
+    result = classify(model, tokenizer, rows[:16], shots=1, pool=pool, batch_size=8, progress=False,
+                      calibration="batch")
+    assert result.predicted_counts["부정"] > 0 and "calibration:batch|" in result.signature
+    words = ClassifyTask().label_words
+    raw = torch.tensor([[p["scores"][w] for w in words] for p in result.predictions], dtype=torch.float64)
+    logp = torch.log_softmax(raw, -1)
+    expected = torch.log_softmax(logp - torch.log(torch.exp(logp).mean(0)), -1)
+    got = torch.tensor([[p["calibrated"][w] for w in words] for p in result.predictions], dtype=torch.float64)
+    assert torch.allclose(got, expected) and torch.allclose(batch_calibrate(raw), expected)
+
+
+@pytest.mark.parametrize("args, named", [(["--content-free", "N/A"], "--calibrate contextual"),
+                                         (["--calibrate", "batch", "--content-free", "N/A"], "--calibrate contextual"),
+                                         (["--calibrate", "nope"], "contextual, batch")])
+def test_cli_refuses_calibration_settings_that_do_nothing(args, named):
+    from groundtune.cli import app
+
+    result = CliRunner().invoke(app, ["classify", *args, "--limit", "2"])
+    assert result.exit_code == 2 and named in result.output, result.output

@@ -309,6 +309,33 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
     return scores, truncated
 
 
+# Zhao et al. (2021), "Calibrate Before Use": inputs that carry no content, whose label probabilities measure the
+# prompt's (and the model's) bias towards each label.
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+def calibrate_scores(scores: torch.Tensor, content_free: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration. `scores` [n, labels] are summed label log-likelihoods of the queries;
+    `content_free` [n, c, labels] those of the c content-free inputs written with each query's own examples. The
+    label probabilities (renormalised over the labels) are divided by the mean content-free probabilities, i.e.
+    W = diag(p_cf)^-1 with b = 0, as the paper does for classification; returned as log-probabilities."""
+    p_cf = torch.softmax(content_free, dim=-1).mean(dim=1)
+    calibrated = torch.log_softmax(scores, dim=-1) - torch.log(p_cf)
+    return torch.log_softmax(calibrated, dim=-1)
+
+
+def batch_calibrate(scores: torch.Tensor) -> torch.Tensor:
+    """Batch calibration (Zhou et al., 2024, "Batch Calibration"): the prompt's bias is estimated as the mean label
+    probability over the queries being classified themselves (no labels, no extra forward pass) and divided out
+    like contextual calibration's. It needs a batch that is not tiny; on NSMC one-shot/few-shot with a small model
+    it corrects the bias that content-free inputs over- or under-estimate. Returned as log-probabilities."""
+    logp = torch.log_softmax(scores, dim=-1)
+    return torch.log_softmax(logp - torch.log(torch.exp(logp).mean(dim=0)), dim=-1)
+
+
+CALIBRATIONS = ("contextual", "batch")
+
+
 @dataclass
 class ClassifyResult:
     task: str
@@ -321,10 +348,20 @@ class ClassifyResult:
     confusion: list[list[int]]  # rows: gold label, columns: predicted label
     predicted_counts: dict[str, int]
     truncated: int = 0
+    calibration: str | None = None  # "contextual" or "batch", or None
+    content_free: list[str] | None = None  # contextual calibration's inputs
     predictions: list[dict] = field(default_factory=list, repr=False)
 
+    @property
+    def signature(self) -> str:
+        """The settings that make two accuracies comparable, in sacrebleu's style."""
+        calib = self.calibration or "none"
+        if self.calibration == "contextual":
+            calib += "(" + ",".join(map(repr, self.content_free)) + ")"
+        return f"task:{self.task}|shots:{self.shots}|seed:{self.seed}|score:sum-logprob|calibration:{calib}|n:{self.n}"
+
     def as_dict(self, predictions: bool = False) -> dict:
-        out = asdict(self)
+        out = {**asdict(self), "signature": self.signature}
         if not predictions:
             out.pop("predictions")
         return out
@@ -338,13 +375,17 @@ class ClassifyResult:
         lines += [f"{w:>{width}}" + "".join(f"{c:>{width}}" for c in row) for w, row in zip(self.labels, self.confusion)]
         if self.truncated:
             lines.append(f"note: {self.truncated} prompts lost tokens from their left to fit max_prompt_tokens")
+        lines.append(f"signature: {self.signature}")
         return "\n".join(lines) + "\n"
 
 
 def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTask | None = None, *, shots: int = 0,
              pool: Sequence[LabelledText] | None = None, seed: int = 0, batch_size: int = 8,
-             max_prompt_tokens: int = 1024, progress: bool = True) -> ClassifyResult:
-    """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1."""
+             max_prompt_tokens: int = 1024, progress: bool = True,
+             calibration: str | None = None, content_free: Sequence[str] = CONTENT_FREE) -> ClassifyResult:
+    """Classify `queries` k-shot with examples from `pool` (needed when shots > 0); accuracy and macro-F1.
+    `calibration`: None (the likelier label word wins), "contextual" (against `content_free` inputs, each written
+    with the query's own examples) or "batch" (against the mean over `queries`)."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     task = task or ClassifyTask()
@@ -357,6 +398,23 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     prompts = [task.prompt(q.text, ex) for q, ex in zip(queries, examples)]
     scores, truncated = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=batch_size,
                                      max_prompt_tokens=max_prompt_tokens, progress=progress)
+    raw = scores
+    if calibration == "contextual":
+        content_free = list(content_free)
+        if not content_free:
+            raise ValueError("contextual calibration needs at least one content-free input, e.g. 'N/A'")
+        # Queries that drew the same examples share their content-free prompts: score each distinct prompt once.
+        cf_prompts = [task.prompt(c, ex) for ex in examples for c in content_free]
+        distinct = list(dict.fromkeys(cf_prompts))
+        cf_scores, _ = score_labels(model, tokenizer, distinct, task.continuations(), batch_size=batch_size,
+                                    max_prompt_tokens=max_prompt_tokens, progress=False)
+        where = {p: i for i, p in enumerate(distinct)}
+        cf = cf_scores[[where[p] for p in cf_prompts]].view(len(queries), len(content_free), len(words))
+        scores = calibrate_scores(scores, cf)
+    elif calibration == "batch":
+        scores = batch_calibrate(scores)
+    elif calibration is not None:
+        raise ValueError(f"unknown calibration {calibration!r}: use one of {list(CALIBRATIONS)}, or none")
     predicted = scores.argmax(-1).tolist()
     gold = [q.label for q in queries]
     labels = list(range(len(words)))
@@ -367,8 +425,10 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
         labels=words,
         confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
         predicted_counts={w: predicted.count(i) for i, w in enumerate(words)},
-        truncated=truncated,
+        truncated=truncated, calibration=calibration,
+        content_free=list(content_free) if calibration == "contextual" else None,
         predictions=[{"id": q.id, "label": words[q.label], "predicted": words[p],
-                      "scores": dict(zip(words, s)), "shots": [e.id for e in ex]}
-                     for q, p, s, ex in zip(queries, predicted, scores.tolist(), examples)],
+                      "scores": dict(zip(words, r)), "shots": [e.id for e in ex],
+                      **({"calibrated": dict(zip(words, c))} if calibration is not None else {})}
+                     for q, p, r, c, ex in zip(queries, predicted, raw.tolist(), scores.tolist(), examples)],
     )
