@@ -243,8 +243,8 @@ def _retrieval_error(command: str, err: Exception):
 
 @app.command()
 def index(
-    sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .txt or "
-                                         ".md files, or folders of them (searched recursively)."),
+    sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .pdf, "
+                                         ".html, .docx, .md or .txt files, or folders of them (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (a new or empty one; see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index folder (the old one goes "
                                    "only once the new one is complete)."),
@@ -264,21 +264,28 @@ def index(
                                    "reading-comprehension .jsonl) grounded in these documents: the fusion's dense weight "
                                    "is chosen on them. Without them it is 0.5 (0 when the encoder does not cover the "
                                    "language). Repeatable."),
+    max_file_mb: float = typer.Option(50, help="Refuse (skip, inside a folder) files larger than this many MB."),
 ):
-    """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading."""
+    """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading.
+    Files of a folder that cannot be read (encrypted, scanned, corrupt, ...) are skipped and counted by reason."""
     import time
 
     from groundtune.data import DataError
     from groundtune.retrieval.index import build_index
-    from groundtune.retrieval.passages import load_passages
+    from groundtune.retrieval.passages import IngestReport, load_passages
 
     from groundtune.fileio import check_output
 
     check_output(out, inputs=sources, overwrite=overwrite)
     start = time.perf_counter()
+    ingest = IngestReport()
     try:
-        passages = load_passages(sources, segmentation, words)
+        passages = load_passages(sources, segmentation, words, max_file_mb=max_file_mb, report=ingest)
         typer.echo(f"{len(passages):,} passages from {len({p.doc_id for p in passages}):,} documents ({segmentation})")
+        typer.echo(ingest.summary())
+        for messages in ingest.skipped.values():
+            for message in messages:
+                typer.echo(f"  skipped {message}")
         dev_queries = None
         if dev:
             from groundtune.retrieval.queries import load_queries
