@@ -438,7 +438,8 @@ def synth(
                                         "SmolLM2-135M-Instruct."),
     teacher_url: Optional[str] = typer.Option(None, help="Teacher endpoint instead: an OpenAI-compatible "
                                               "/v1/completions or /v1/chat/completions address (groundtune serve is one)."),
-    teacher_model: Optional[str] = typer.Option(None, help="The `model` field sent to --teacher-url."),
+    teacher_model: Optional[str] = typer.Option(None, help="The `model` field sent to --teacher-url (default: the first "
+                                                "one its /v1/models lists)."),
     api_key: Optional[str] = typer.Option(None, envvar="GROUNDTUNE_TEACHER_KEY", help="Bearer key for --teacher-url."),
     answers: bool = typer.Option(False, "--answers", help="Also have the teacher answer each kept question (needed "
                                  "for `groundtune train`; train-reranker needs only questions)."),

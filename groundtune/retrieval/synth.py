@@ -121,7 +121,7 @@ class LocalTeacher:
 
 class EndpointTeacher:
     """An OpenAI-compatible server: `url` is its /v1/completions or /v1/chat/completions address (a bare .../v1
-    means chat). Each prompt is retried `retries` times (timeouts, connection errors, 5xx, unreadable replies),
+    means chat); `model` defaults to the first one the server lists at /v1/models. Each prompt is retried `retries` times (timeouts, connection errors, 5xx, unreadable replies),
     then returned as the exception, for the caller to count."""
 
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None, timeout: float = 60.0,
@@ -140,8 +140,14 @@ class EndpointTeacher:
         import urllib.request
 
         body = {"max_tokens": self.max_new_tokens, "temperature": 0}
-        if self.model:
-            body["model"] = self.model
+        model = self.model
+        if model is None:
+            try:
+                model = self.model = self._first_model()
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                model = ""  # a server without /v1/models may not need a name; asked again next time
+        if model:
+            body["model"] = model
         if self.chat:
             # groundtune serve would otherwise ground the request in its own index
             body.update(messages=[{"role": "user", "content": prompt}], retrieval=False)
@@ -158,6 +164,17 @@ class EndpointTeacher:
         if not isinstance(text, str):
             raise ValueError("the reply's text is not a string")
         return text
+
+    def _first_model(self) -> str:
+        """The first model the server lists at /v1/models (the OpenAI API requires a model name); "" if none."""
+        import urllib.request
+
+        base = self.url.rsplit("/chat/completions", 1)[0].rsplit("/completions", 1)[0]
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        with urllib.request.urlopen(urllib.request.Request(base + "/models", headers=headers),
+                                    timeout=self.timeout) as response:
+            listed = json.loads(response.read()).get("data") or []
+        return str(listed[0]["id"]) if listed else ""
 
     def complete(self, prompts: Sequence[str]) -> list[str | Exception]:
         return [self._with_retries(p) for p in prompts]
