@@ -275,8 +275,8 @@ def _retrieval_error(command: str, err: Exception):
 
 @app.command()
 def index(
-    sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .txt or "
-                                         ".md files, or folders of them (searched recursively)."),
+    sources: list[Path] = typer.Argument(..., exists=True, help="doc2dial / MultiDoc2Dial document JSON files, .pdf, "
+                                         ".html, .docx, .md or .txt files, or folders of them (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (a new or empty one; see --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an index folder `groundtune index` wrote (the "
                                    "old one goes only once the new one is complete; other files are never deleted)."),
@@ -296,13 +296,15 @@ def index(
                                    "reading-comprehension .jsonl) grounded in these documents: the fusion's dense weight "
                                    "is chosen on them. Without them it is 0.5 (0 when the encoder does not cover the "
                                    "language). Repeatable."),
+    max_file_mb: float = typer.Option(50, help="Refuse (skip, inside a folder) files larger than this many MB."),
 ):
-    """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading."""
+    """Split documents into passages and build a BM25 index (plus dense vectors), saved for memory-mapped loading.
+    Files of a folder that cannot be read (encrypted, scanned, corrupt, ...) are skipped and counted by reason."""
     import time
 
     from groundtune.data import DataError
     from groundtune.retrieval.index import build_index
-    from groundtune.retrieval.passages import load_passages
+    from groundtune.retrieval.passages import IngestReport, load_passages
 
     from groundtune.fileio import guard_output
 
@@ -310,9 +312,14 @@ def index(
         fail(f"--words is {words}; it must be a whole number in [1, inf) (words per passage window)")
     guard_output(out, command="index", inputs=[*sources, *dev, encoder and Path(encoder)], overwrite=overwrite)
     start = time.perf_counter()
+    ingest = IngestReport()
     try:
-        passages = load_passages(sources, segmentation, words)
+        passages = load_passages(sources, segmentation, words, max_file_mb=max_file_mb, report=ingest)
         typer.echo(f"{len(passages):,} passages from {len({p.doc_id for p in passages}):,} documents ({segmentation})")
+        typer.echo(ingest.summary())
+        for messages in ingest.skipped.values():
+            for message in messages:
+                typer.echo(f"  skipped {message}")
         dev_queries = None
         if dev:
             from groundtune.retrieval.queries import load_queries
@@ -462,6 +469,64 @@ def train_reranker_cmd(
     except (ValueError, FileNotFoundError, ImportError, DataError) as err:
         _retrieval_error("train-reranker", err)
     typer.echo(f"reranker: {out}")
+
+
+@app.command()
+def synth(
+    index_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Index folder from `groundtune index`."),
+    out: Path = typer.Option(..., "--out", "-o", help="jsonl of kept questions (train-reranker and train read it); "
+                             "an existing one is resumed: passages already decided are skipped."),
+    model: Optional[str] = typer.Option(None, help="Teacher model (folder, .gguf or hub id); default: the embedded "
+                                        "SmolLM2-135M-Instruct."),
+    teacher_url: Optional[str] = typer.Option(None, help="Teacher endpoint instead: an OpenAI-compatible "
+                                              "/v1/completions or /v1/chat/completions address (groundtune serve is one)."),
+    teacher_model: Optional[str] = typer.Option(None, help="The `model` field sent to --teacher-url (default: the first "
+                                                "one its /v1/models lists)."),
+    api_key: Optional[str] = typer.Option(None, envvar="GROUNDTUNE_TEACHER_KEY", help="Bearer key for --teacher-url."),
+    answers: bool = typer.Option(False, "--answers", help="Also have the teacher answer each kept question (needed "
+                                 "for `groundtune train`; train-reranker needs only questions)."),
+    limit: Optional[int] = typer.Option(None, help="Only this many passages (drawn at random with --seed)."),
+    seed: int = typer.Option(0, help="Order in which passages are drawn."),
+    round_trip_k: int = typer.Option(5, help="Keep a question only if it retrieves its own passage in the top k."),
+    batch_size: int = typer.Option(8, help="Passages per teacher batch."),
+    max_new_tokens: int = typer.Option(48, help="Teacher tokens per question or answer."),
+    timeout: float = typer.Option(60.0, help="Seconds per --teacher-url request before it counts as failed."),
+    retries: int = typer.Option(2, help="Retries per --teacher-url request (then a counted teacher_error)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this many minutes (rerun to go on)."),
+):
+    """Generate questions (and answers) from an index's passages with a teacher model, keep those that pass the
+    filters (length, verbatim copy, duplicate, round-trip retrieval), and count each drop by reason."""
+    import random
+
+    from groundtune.retrieval.index import Retriever
+    from groundtune.retrieval.synth import EndpointTeacher, LocalTeacher, SynthConfig, synthesize
+
+    for name, value, least in (("--limit", limit, 1), ("--round-trip-k", round_trip_k, 1),
+                               ("--batch-size", batch_size, 1), ("--max-new-tokens", max_new_tokens, 1),
+                               ("--retries", retries, 0)):
+        if value is not None and value < least:
+            fail(f"{name} is {value}; it must be a whole number in [{least}, inf)")
+    if model and teacher_url:
+        fail("give --model or --teacher-url, not both")
+    if out.resolve().parent == index_dir.resolve() or out.is_dir():
+        fail(f"--out {out}: give a .jsonl file outside the index folder")
+    try:
+        retriever = Retriever.load(index_dir)
+        ids = list(range(len(retriever.passages)))
+        random.Random(seed).shuffle(ids)
+        teacher = (EndpointTeacher(teacher_url, model=teacher_model, api_key=api_key, timeout=timeout, retries=retries,
+                                   max_new_tokens=max_new_tokens) if teacher_url
+                   else LocalTeacher.load(model, max_new_tokens=max_new_tokens, batch_size=batch_size))
+        report = synthesize(retriever, teacher, out, passage_ids=ids[:limit] if limit else ids,
+                            config=SynthConfig(round_trip_k=round_trip_k, answers=answers, batch_size=batch_size),
+                            max_seconds=max_minutes * 60 if max_minutes else None)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        _retrieval_error("synth", err)
+    import json
+
+    typer.echo(report.summary())
+    typer.echo(json.dumps(report.to_dict()))
+    typer.echo(f"questions: {out}")
 
 
 def _refuse_english_base_on_korean(retriever, base: Optional[str]) -> None:

@@ -6,8 +6,9 @@ Two segmentations of doc2dial / MultiDoc2Dial documents, as the MultiDoc2Dial ba
   * "structure": one passage per section (consecutive spans sharing a section id or a heading), written
     "parent titles // text".
 Each passage keeps its doc_id and the ids of the spans it covers, so retrieval can be scored against the
-gold grounding spans. Users' own corpora come as plain text (token windows, or paragraphs) and markdown
-(windows, or sections under their heading path).
+gold grounding spans. Users' own corpora come as plain text (token windows, or paragraphs), markdown
+(windows, or sections under their heading path), and PDF, HTML and Word files (`readers.py`: sections under their
+heading path, with the page of a PDF).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -34,15 +35,32 @@ class Passage:
     title: str = ""
     span_ids: tuple[str, ...] = ()  # doc2dial spans this passage covers, in document order
     domain: str = ""
+    page: int = 0  # 1-based page of a PDF; 0 where the source has no pages
+    headings: tuple[str, ...] = ()  # title path of a user's file, outermost first (["Renewals", "Fees"])
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["span_ids"] = list(self.span_ids)
+        # Written only when set, so indexes of doc2dial documents read the same as before.
+        for key in ("page", "headings"):
+            if not d[key]:
+                del d[key]
+        if "headings" in d:
+            d["headings"] = list(self.headings)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Passage":
-        return cls(d["doc_id"], d["text"], d.get("title", ""), tuple(d.get("span_ids", ())), d.get("domain", ""))
+        return cls(d["doc_id"], d["text"], d.get("title", ""), tuple(d.get("span_ids", ())), d.get("domain", ""),
+                   int(d.get("page", 0)), tuple(d.get("headings", ())))
+
+    @property
+    def citation(self) -> str:
+        """Where the passage is, as a citation shows it: "handbook.pdf p. 12 · Renewals › Fees"."""
+        where = self.doc_id
+        if self.page:
+            where += f" p. {self.page}"
+        return where + (" · " + " › ".join(self.headings) if self.headings else "")
 
 
 # ----------------------------------------------------------------------------------------- doc2dial
@@ -195,14 +213,111 @@ def markdown_passages(text: str, doc_id: str, *, title: str = "", segmentation: 
 TEXT_SUFFIXES = (".txt",)
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 PLAIN_SUFFIXES = TEXT_SUFFIXES + MARKDOWN_SUFFIXES
+DEFAULT_MAX_FILE_MB = 50  # bigger files are refused, not read: a file is read whole into memory
 
 
-def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WORDS) -> list[Passage]:
-    """Passages from doc2dial JSON document files, .txt and .md files, or folders of them (recursive).
+def document_suffixes() -> tuple[str, ...]:
+    """Suffixes of the users' files that are indexed (besides doc2dial .json)."""
+    from groundtune.retrieval.readers import READERS
 
-    A plain file's doc_id is its path relative to the folder it was found in (or its name).
+    return PLAIN_SUFFIXES + tuple(READERS)
+
+
+@dataclass
+class IngestReport:
+    """What a folder gave: files read per format, and files skipped per reason (each with its message)."""
+
+    read: dict = field(default_factory=dict)  # suffix -> files
+    skipped: dict = field(default_factory=dict)  # reason -> ["file: message", ...]
+
+    def skip(self, reason: str, message: str) -> None:
+        self.skipped.setdefault(reason, []).append(message)
+
+    def summary(self) -> str:
+        read = ", ".join(f"{k.lstrip('.')} {v}" for k, v in sorted(self.read.items())) or "none"
+        line = f"files read: {read}"
+        if self.skipped:
+            line += "; skipped: " + ", ".join(f"{k} {len(v)}" for k, v in sorted(self.skipped.items()))
+        return line
+
+
+def _walk(folder: Path, report: IngestReport) -> list[Path]:
+    """Files under `folder` (recursive, following symlinked folders once; a link back into a folder already
+    walked is a loop, counted and not followed)."""
+    import errno
+
+    out, seen = [], {os.path.realpath(folder)}
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        for d in list(dirs):
+            real = os.path.realpath(os.path.join(here, d))
+            if real in seen:
+                dirs.remove(d)
+                report.skip("symlink_loop", f"{os.path.join(here, d)}: a symlink back to a folder already read; not followed")
+            seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(here, name)
+            if f.suffix.lower() not in document_suffixes():
+                continue
+            try:
+                f.stat()
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    report.skip("symlink_loop", f"{f}: a symlink loop; not followed")
+                    continue
+            out.append(f)
+    return out
+
+
+def file_passages(f: Path, rel: Path, segmentation: str = "structure", words: int = WINDOW_WORDS, *,
+                  max_file_mb: float = DEFAULT_MAX_FILE_MB) -> list[Passage]:
+    """Passages of one user file (.pdf, .html, .docx, .md, .txt), each numbered in its span_ids so that
+    questions made from it (`groundtune synth`) can name their gold passage. Raises `Unreadable`."""
+    from dataclasses import replace
+
+    from groundtune.retrieval.readers import READERS, Unreadable, decode_text
+
+    try:
+        size = f.stat().st_size
+        if size > max_file_mb * 2**20:
+            raise Unreadable(f, "too_large", f"{size / 2**20:,.0f} MB is over the {max_file_mb:g} MB limit; split "
+                             "it or raise --max-file-mb")
+        data = f.read_bytes()
+    except FileNotFoundError as err:
+        raise Unreadable(f, "vanished", "the file disappeared before it was read") from err
+    except OSError as err:
+        raise Unreadable(f, "unreadable", f"cannot be read ({err.strerror or err})") from err
+    suffix = f.suffix.lower()
+    if suffix in READERS or (suffix in MARKDOWN_SUFFIXES and segmentation == "structure"):
+        from groundtune.retrieval.readers import Section
+
+        sections = (READERS[suffix](f, data) if suffix in READERS
+                    else [Section(tuple(h), body) for h, body in markdown_sections(decode_text(f, data))])
+        size = words if segmentation == "token" else words * 2  # sections are kept whole up to twice a window
+        out = []
+        for section in sections:
+            title = " / ".join(section.headings) or f.stem
+            for w in _word_windows(section.text, size):
+                out.append(Passage(str(rel), title + TITLE_SEP + w, title, page=section.page, headings=section.headings))
+    else:
+        out = text_passages(decode_text(f, data), str(rel), title=f.stem, segmentation=segmentation, words=words)
+    if not out:
+        raise Unreadable(f, "no_text", "the file has no text")
+    return [replace(p, span_ids=(str(i),)) for i, p in enumerate(out)]
+
+
+def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WORDS, *,
+                  max_file_mb: float = DEFAULT_MAX_FILE_MB, report: IngestReport | None = None) -> list[Passage]:
+    """Passages from doc2dial JSON document files, users' files (.pdf, .html, .docx, .md, .txt) or folders of
+    them (recursive).
+
+    A user file's doc_id is its path relative to the folder it was found in (or its name). A file in a folder
+    that cannot be read (encrypted, scanned, corrupt, too large, not UTF-8, a symlink loop, gone) is skipped
+    and counted by reason in `report`; a file named explicitly raises a `DataError` instead.
     """
     from groundtune.data.doc2dial import load_documents
+    from groundtune.errors import DataError
+    from groundtune.retrieval.readers import Unreadable
 
     if words < 1:
         raise ConfigError(f"words is {words}; it must be a whole number in [1, inf) (words per passage window)")
@@ -210,26 +325,34 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
         raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    doc_sources, plain = [], []
+    report = IngestReport() if report is None else report
+    doc_sources, files = [], []
     for p in map(Path, paths):
         if p.is_dir():
             doc_sources.append(p)  # load_documents skips the dialogue files it finds in folders
-            plain += [(f, f.relative_to(p)) for f in sorted(p.rglob("*")) if f.suffix.lower() in PLAIN_SUFFIXES]
+            files += [(f, f.relative_to(p), False) for f in _walk(p, report)]
         elif p.suffix.lower() == ".json":
             doc_sources.append(p)
-        elif p.suffix.lower() in PLAIN_SUFFIXES and p.is_file():
-            plain.append((p, Path(p.name)))
+        elif p.suffix.lower() in document_suffixes() and p.is_file():
+            files.append((p, Path(p.name), True))
         elif not p.exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
         else:
-            raise ValueError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), .txt or .md")
+            raise ValueError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), "
+                             f"{', '.join(document_suffixes())}, or a folder")
     out = document_passages(load_documents(doc_sources), segmentation, words) if doc_sources else []
-    for f, rel in plain:
-        text = read_text(f, what="document")  # bytes that are not UTF-8 name the file and line
-        make = markdown_passages if f.suffix.lower() in MARKDOWN_SUFFIXES else text_passages
-        out += make(text, str(rel), title=f.stem, segmentation=segmentation, words=words)
+    for f, rel, explicit in files:
+        try:
+            out += file_passages(f, rel, segmentation, words, max_file_mb=max_file_mb)
+        except Unreadable as err:
+            if explicit:
+                raise DataError(str(err)) from err
+            report.skip(err.reason, str(err))
+            continue
+        report.read[f.suffix.lower()] = report.read.get(f.suffix.lower(), 0) + 1
     if not out:
-        raise ValueError(f"no passages found in {', '.join(map(str, paths))}")
+        why = "; ".join(m for ms in report.skipped.values() for m in ms[:3])
+        raise ValueError(f"no passages found in {', '.join(map(str, paths))}" + (f" ({why})" if why else ""))
     return out
 
 

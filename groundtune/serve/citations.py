@@ -29,9 +29,11 @@ class Citation:
     title: str
     text: str
     score: float | None = None
+    source: str = ""  # where it is, for people: "handbook.pdf p. 12 · Renewals › Fees" (Passage.citation)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "doc_id": self.doc_id, "title": self.title, "text": self.text, "score": self.score}
+        return {"id": self.id, "doc_id": self.doc_id, "title": self.title, "text": self.text, "score": self.score,
+                "source": self.source or self.doc_id}
 
 
 def split_conversation(messages: list[dict]) -> tuple[str | None, list[str], str]:
@@ -65,8 +67,8 @@ class Grounding:
         query = build_query(question, history)
         with self._lock:
             hits = self.retriever.search(query, k=k)
-        return [Citation(str(h.index), h.passage.doc_id, h.passage.title, h.passage.text, round(float(h.score), 4))
-                for h in hits]
+        return [Citation(str(h.index), h.passage.doc_id, h.passage.title, h.passage.text, round(float(h.score), 4),
+                         h.passage.citation) for h in hits]
 
 
 def request_documents(documents: list) -> list[Citation]:

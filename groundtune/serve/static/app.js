@@ -53,7 +53,9 @@ function showCitations(div, citations) {
     li.className = "citation";
     const details = document.createElement("details");
     const summary = document.createElement("summary");
-    summary.textContent = (c.title || c.doc_id) + (c.title && c.doc_id ? ` (${c.doc_id})` : "");
+    // a user's file shows where the passage is: "handbook.pdf p. 12 · Renewals › Fees"
+    summary.textContent = c.source && c.source !== c.doc_id ? c.source
+      : (c.title || c.doc_id) + (c.title && c.doc_id ? ` (${c.doc_id})` : "");
     const p = document.createElement("p");
     p.textContent = c.text;
     details.append(summary, p);
