@@ -69,7 +69,7 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
     from groundtune.errors import DataError
     from groundtune.generate import generate
     from groundtune.metrics import score, write_predictions
-    from groundtune.tasks.grounded import load_samples
+    from groundtune.tasks.grounded import load_eval_samples
 
     if index is not None:
         from groundtune.retrieval.rag import check_retrieval
@@ -77,9 +77,9 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
         cfg.data.retrieval = check_retrieval({**(cfg.data.retrieval or {}), "index": str(index)},
                                              "--index / data.retrieval", cfg.data.format)
     model, tokenizer = model_with_adapter(cfg.model, adapter)
-    _, samples = load_samples(cfg.data, tokenizer)
+    samples = load_eval_samples(cfg.data, tokenizer)  # the train file is not read (nor needed)
     if not samples:
-        raise DataError("the run config has no eval samples: set data.eval or data.eval_fraction")
+        raise DataError(f"data.eval {cfg.data.eval}: no eval samples left (see the drop report above)")
     predictions = generate(model, tokenizer, [s.prompt for s in samples], cfg.generation,
                            max_prompt_tokens=cfg.data.max_prompt_tokens, progress=progress)
     references, ids = [s.answer for s in samples], [s.id for s in samples]

@@ -206,11 +206,14 @@ def sweep(
     """Run a grid (method x layers x length x learning rate) and write the paper's Table 2 layout as results.md
     and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Each cell is keyed
     on its full resolved config: finished cells with the same config are reused, changed ones are trained again,
-    and --resume continues a stopped sweep."""
+    and --resume continues a stopped sweep. Every score has its 95% bootstrap interval, each row a paired test
+    against the best row; a cell that fails is listed with its error while the others run (exit status 1)."""
     from groundtune.tasks.sweep import markdown_table, run_sweep
 
     rows = run_sweep(config, output_dir, resume=resume, overwrite=overwrite)
     typer.echo(markdown_table(rows))
+    if any(r.get("failed") for r in rows):
+        raise typer.Exit(1)  # the other cells ran; the failed ones are listed with their errors
 
 # --- prompt-family commands (glue) ---
 

@@ -140,6 +140,9 @@ class DataConfig:
     window_around_span: bool = False  # too-long document: keep a window around the grounding instead of dropping
     template: str = "koalpaca"  # alpaca format only: koalpaca | alpaca | chat | path to a YAML template
     eval_fraction: float = 0.0  # when no eval file: hold out this share of dialogues / records
+    # an eval file sharing example ids (or, where samples carry one, dialogues) with the train file:
+    # "warn" prints the counts, "error" refuses to run
+    eval_overlap: str = "warn"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     # RAG: {index: DIR, k: 3, pipeline: default, reranker: DIR, rerank_depth: 20}; doc2dial format only.
@@ -154,6 +157,8 @@ class DataConfig:
             self.retrieval = check_retrieval(self.retrieval, "data.retrieval", self.format)
         if self.format not in FORMATS:
             raise ConfigError(f"data.format is {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.eval_overlap not in ("warn", "error"):
+            raise ConfigError(f"data.eval_overlap is {self.eval_overlap!r}; choose warn or error")
 
 
 FORMATS = ("doc2dial", "jsonl", "alpaca")

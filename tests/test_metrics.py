@@ -104,12 +104,12 @@ def test_signatures_name_the_settings(wordnet):
     report = score(PREDICTIONS[:2], REFERENCES[:2], lang="en")
     sig = dict(zip(report.metrics, report.signatures))
     # One format for every metric, sacrebleu's: NAME|key:value|...|version:library-x.y (version last).
-    assert re.fullmatch(r"F1\|tok:squad\|lang:en\|agg:mean\|version:groundtune-[\d.]+", sig["F1"])
-    assert re.fullmatch(r"SacreBLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:[\d.]+", sig["SacreBLEU"])
+    assert re.fullmatch(r"F1\|tok:squad\|lang:en\|agg:mean\|ci:bootstrap-1000-95\|version:groundtune-[\d.]+", sig["F1"])
+    assert re.fullmatch(r"SacreBLEU\|nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|ci:bootstrap-1000-95\|version:[\d.]+", sig["SacreBLEU"])
     assert re.fullmatch(r"METEOR\|tok:nltk-punkt-en\|stem:porter\|wordnet:wn-3\.0-(system|nltk)\|a:0\.9\|b:3\|g:0\.5\|"
-                        r"cap:2000\|version:nltk-[\d.]+", sig["METEOR"])
-    assert re.fullmatch(r"ROUGE-L\|tok:default\|stem:no\|agg:mean\|lcs_cap:2000\|version:rouge-score-[\d.]+", sig["ROUGE-L"])
-    assert re.fullmatch(r"ROUGE-1\|tok:default\|stem:no\|agg:mean\|version:rouge-score-[\d.]+", sig["ROUGE-1"])
+                        r"cap:2000\|ci:bootstrap-1000-95\|version:nltk-[\d.]+", sig["METEOR"])
+    assert re.fullmatch(r"ROUGE-L\|tok:default\|stem:no\|agg:mean\|lcs_cap:2000\|ci:bootstrap-1000-95\|version:rouge-score-[\d.]+", sig["ROUGE-L"])
+    assert re.fullmatch(r"ROUGE-1\|tok:default\|stem:no\|agg:mean\|ci:bootstrap-1000-95\|version:rouge-score-[\d.]+", sig["ROUGE-1"])
     assert all("=" not in s for s in report.signatures)
     table = report.table()
     assert all(s in table for s in report.signatures)

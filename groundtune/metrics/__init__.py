@@ -60,12 +60,14 @@ def _check(predictions, references) -> tuple[list[str], list[list[str]]]:
 
 
 def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]], lang: str = "auto",
-          metrics: Iterable[str] | None = None, ids: Sequence[str] | None = None) -> Report:
+          metrics: Iterable[str] | None = None, ids: Sequence[str] | None = None, ci: bool = True) -> Report:
     """Score predictions against references (each a string or a list of strings; the best reference counts).
 
     lang: "en" (the MultiDoc2Dial official scoring), "ko" (Kiwi morphemes; ko-mecab for SacreBLEU) or "auto"
     (by the share of Hangul in the references). metrics: names from METRICS (default all); only those are computed. METEOR on English
     needs WordNet; without it, its value is None and its signature says wordnet:missing.
+    ci: also a 95% percentile bootstrap interval per metric (1,000 resamples of the examples, a fixed seed;
+    groundtune.metrics.bootstrap), and each signature then says ci:bootstrap-1000-95. The scores do not change.
     """
     from groundtune.metrics.tokenize import korean_analysis
 
@@ -79,5 +81,13 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     analysis = korean_analysis([*predictions, *(r for refs in references for r in refs)]) if lang == "ko" else None
     results = {name: METRICS[name].score(predictions, references, lang, analysis) for name in wanted}
     per_example = {name: r.per_example for name, r in results.items() if r.per_example is not None}
-    return Report(lang=lang, n=len(predictions), metrics=results, per_example=per_example,
-                  ids=list(ids) if ids is not None else None)
+    report = Report(lang=lang, n=len(predictions), metrics=results, per_example=per_example,
+                    ids=list(ids) if ids is not None else None)
+    if ci:
+        from groundtune.metrics.bootstrap import SIGNATURE, intervals
+
+        report.intervals = intervals(report)
+        for result in results.values():  # sacrebleu's manner: the bootstrap is part of the signature, version last
+            head, sep, version = result.signature.rpartition("|version:")
+            result.signature = f"{head}|{SIGNATURE}{sep}{version}" if sep else f"{result.signature}|{SIGNATURE}"
+    return report

@@ -19,6 +19,13 @@ class MetricScore:
     signature: str
     note: str | None = None
     per_example: list[float] | None = field(default=None, repr=False)  # x100; None for corpus-level metrics
+    # Corpus-level metrics only: per-example sufficient statistics whose sums give the corpus score (from_stats)
+    corpus_stats: list[list[float]] | None = field(default=None, repr=False)
+
+    @property
+    def stats(self) -> list | None:
+        """What the bootstrap resamples: the corpus statistics, else the per-example scores."""
+        return self.corpus_stats if self.corpus_stats is not None else self.per_example
 
 
 class Metric:
@@ -37,6 +44,11 @@ class Metric:
     def score(self, predictions: list[str], references: list[list[str]], lang: str,
               analysis: KoreanAnalysis | None = None) -> MetricScore:
         raise NotImplementedError
+
+    def from_stats(self, totals, counts):
+        """Scores (x100) from summed statistics: `totals` (resamples, k) sums of `MetricScore.stats` rows, each
+        resample holding `counts` examples. For a mean metric that is the mean of the per-example scores."""
+        return totals[:, 0] / counts
 
     def mean_x100(self, values: list[float], lang: str, **found) -> MetricScore:
         """The usual result: the plain mean of per-example values in 0..1, each x100."""

@@ -20,10 +20,15 @@ def korean_tokenizer() -> str:
         return "char"
 
 
-def _bleu(lang: str):
+def _bleu(lang: str, **options):
     from sacrebleu.metrics import BLEU
 
-    return BLEU(tokenize=korean_tokenizer()) if lang == "ko" else BLEU()
+    return BLEU(tokenize=korean_tokenizer(), **options) if lang == "ko" else BLEU(**options)
+
+
+def _stats_row(score) -> list[float]:
+    """sacrebleu's sufficient statistics of one sentence: sys_len, ref_len, matches and totals per n-gram order."""
+    return [score.sys_len, score.ref_len, *score.counts, *score.totals]
 
 
 class SacreBLEU(Metric):
@@ -41,4 +46,20 @@ class SacreBLEU(Metric):
         # sacrebleu takes one stream per reference position; None pads examples with fewer references.
         streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(depth)]
         result = bleu.corpus_score(predictions, streams)
-        return MetricScore(self.name, result.score, self.signature(lang, bleu=bleu))
+        # Per-sentence statistics for the bootstrap, through sacrebleu's public sentence_score. Their sums are
+        # exactly corpus_score's statistics; effective_order only changes a sentence's score, not its counts
+        # (and silences sacrebleu's warning that sentence BLEU wants it).
+        sentence = _bleu(lang, effective_order=True)
+        stats = [_stats_row(sentence.sentence_score(p, refs)) for p, refs in zip(predictions, references)]
+        return MetricScore(self.name, result.score, self.signature(lang, bleu=bleu), corpus_stats=stats)
+
+    def from_stats(self, totals, counts):
+        """Corpus BLEU of each resample from its summed statistics, with the corpus scorer's settings."""
+        from sacrebleu.metrics import BLEU
+
+        bleu = _bleu("en")  # smoothing and n-gram order: the same for every tokenizer
+        order = bleu.max_ngram_order
+        return [BLEU.compute_bleu(correct=[int(c) for c in row[2:2 + order]],
+                                  total=[int(t) for t in row[2 + order:2 + 2 * order]],
+                                  sys_len=int(row[0]), ref_len=int(row[1]), smooth_method=bleu.smooth_method,
+                                  smooth_value=bleu.smooth_value, max_ngram_order=order).score for row in totals]

@@ -12,6 +12,18 @@ from pathlib import Path
 from groundtune.config import DataConfig, GenerationConfig, TrainConfig
 
 
+def before_after(before: dict, before_ci: dict, after: dict, after_ci: dict) -> str:
+    """The demo's closing table: each metric before and after training, with its 95% bootstrap interval."""
+    from groundtune.metrics.report import format_interval
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    lines = [f"{'metric':<10} {'before':>8} {'95% CI':<16} {'after':>8} {'95% CI':<16}"]
+    for name in before:
+        lines.append(f"{name:<10} {fmt(before[name]):>8} {format_interval(before_ci.get(name)):<16} "
+                     f"{fmt(after.get(name)):>8} {format_interval(after_ci.get(name)):<16}")
+    return "\n".join(lines)
+
+
 def demo_config(output_dir: str = "runs/demo", steps: int = 60, method: dict | None = None) -> TrainConfig:
     from groundtune.data import asset_path
 
@@ -38,11 +50,7 @@ def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
     print(before.table())
     print(f"training {cfg.method} for {cfg.max_steps} steps (bf16 autocast, frozen base)")
     after = train_and_evaluate(cfg, model=model, tokenizer=tokenizer, progress=progress)
-    rows = [(name, before.scores.get(name), after["scores"].get(name)) for name in before.scores]
-    print(f"\n{'metric':<10} {'before':>8} {'after':>8}")
-    for name, b, a in rows:
-        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-        print(f"{name:<10} {fmt(b):>8} {fmt(a):>8}")
+    print("\n" + before_after(before.scores, before.intervals, after["scores"], after.get("intervals") or {}))
     out = Path(cfg.output_dir)
     print(f"\nadapter: {after['adapter']} ({after['trainable_params']:,} trainable parameters)")
     print(f"loss curve: {out / 'loss.png'}   predictions: {out / 'predictions.jsonl'}")
@@ -155,15 +163,13 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
     write_predictions(out / "predictions_before.jsonl", before_predictions, references, [s.id for s in eval_samples])
     if cfg.model == GEMMA_NAME:
         atomic_write(out / "NOTICE", asset_path("gemma/NOTICE").read_bytes())  # the adapter is a Gemma Model Derivative
-    rows = [(name, before.scores.get(name), after.scores.get(name)) for name in before.scores]
-    print(f"\n{'metric':<10} {'before':>8} {'after':>8}   ({len(eval_samples)} held-out KoAlpaca records, Kiwi morphemes)")
-    for name, b, a in rows:
-        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-        print(f"{name:<10} {fmt(b):>8} {fmt(a):>8}")
+    print(f"\n({len(eval_samples)} held-out KoAlpaca records, Kiwi morphemes)")
+    print(before_after(before.scores, before.intervals, after.scores, after.intervals))
     print("held-out loss: " + "  ".join(f"step {c['step']}: {c['held_out_loss']:.3f}" for c in curve))
     summary = {"model": cfg.model, "method": cfg.method, "steps": cfg.max_steps, "batch_size": cfg.batch_size,
                "train_records": len(train_samples), "held_out_records": len(eval_samples),
                "trainable_params": result.trainable_params, "before": before.scores, "after": after.scores,
+               "before_intervals": before.as_dict()["intervals"], "after_intervals": after.as_dict()["intervals"],
                "signatures": after.signatures, "held_out_loss": curve, "train_loss": result.losses,
                "timings": timings}
     atomic_write(out / "results.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
