@@ -107,7 +107,6 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
     run, so the schedule is the one of `max_steps`), with the held-out loss after each, and score again.
     Writes the adapter, loss.png (training and held-out loss), predictions.jsonl, results.json and Gemma's NOTICE."""
     import json
-    import shutil
     import time
 
     from groundtune.data import asset_path, instruction_samples
