@@ -297,9 +297,14 @@ def read_text(path: str | os.PathLike, *, error: type[Exception] | None = None, 
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise error(f"{path}, line {line} (byte {err.start}): not UTF-8 text ({err.reason}); save the file as UTF-8 "
-                    f"(e.g. iconv -f cp949 -t utf-8)") from None
+        raise error(f"{path}, {not_utf8(data, err)}") from None
+
+
+def not_utf8(data: bytes, err: UnicodeDecodeError) -> str:
+    """Where bytes stop being UTF-8 and the fix, for a message that starts with the file's name."""
+    line = data[:err.start].count(b"\n") + 1
+    return (f"line {line} (byte {err.start}): not UTF-8 text ({err.reason}); save the file as UTF-8 "
+            f"(e.g. iconv -f cp949 -t utf-8)")
 
 
 @contextlib.contextmanager

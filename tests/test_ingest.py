@@ -111,7 +111,7 @@ def test_bad_files_in_a_folder_are_counted_by_reason_and_the_good_ones_kept(tmp_
         assert any(m.startswith(str(tmp_path / name)) for m in report.skipped.get(reason, [])), (name, report.skipped)
     assert any("back" in m for m in report.skipped["symlink_loop"])  # the folder loop, not followed
     assert "OCR is not supported" in report.skipped["no_text_layer"][0]
-    assert "byte 0xe9 at offset 3" in report.skipped["not_utf8"][0]
+    assert "line 1 (byte 3): not UTF-8" in report.skipped["not_utf8"][0]
     assert "over the 50 MB limit" in report.skipped["too_large"][0]
     assert "skipped: " in report.summary() and "encrypted 1" in report.summary()
 

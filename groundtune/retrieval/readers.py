@@ -277,8 +277,9 @@ def decode_text(path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise Unreadable(path, "not_utf8", f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start} "
-                         "cannot be decoded); re-save it as UTF-8") from err
+        from groundtune.fileio import not_utf8
+
+        raise Unreadable(path, "not_utf8", not_utf8(data, err)) from err
 
 
 # Reader of each suffix (lower case). Markdown and text yield their text; `passages.py` segments them as before.
