@@ -161,6 +161,24 @@ def test_merge_ratio_that_overflows_writes_nothing(merge_models, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_merge_finite_check_is_exact_in_every_dtype():
+    import torch
+
+    from groundtune.merge.chat_vector import _Stream
+
+    stream = _Stream(64, 0, False, "test")
+    try:
+        for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            x = torch.linspace(-3, 3, 64).to(dtype)
+            assert stream._non_finite(x) == 0, dtype
+            x[3], x[40] = float("inf"), float("nan")
+            assert stream._non_finite(x) == 2, dtype
+        # bfloat16 values near its limit overflow a float32 sum, yet every one of them is finite
+        assert stream._non_finite(torch.full((64,), 3e38, dtype=torch.bfloat16)) == 0
+    finally:
+        stream.writes.stop()
+
+
 def test_train_refuses_an_insane_learning_rate_without_force(ws, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run_config(ws, lr=1e8, model=str(tmp_path / "no-model"),
