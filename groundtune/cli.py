@@ -202,6 +202,7 @@ def sweep(
                                 "their checkpoints (their settings must be unchanged)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start unfinished cells afresh (files the sweep did "
                                    "not write are never deleted)."),
+    force: bool = typer.Option(False, "--force", help="Accept learning rates above each method's sane bound."),
 ):
     """Run a grid (method x layers x length x learning rate) and write the paper's Table 2 layout as results.md
     and results.csv, a layers x length heatmap (heatmap.png) and loss curves (loss_curves.png). Each cell is keyed
@@ -210,7 +211,7 @@ def sweep(
     against the best row; a cell that fails is listed with its error while the others run (exit status 1)."""
     from groundtune.tasks.sweep import markdown_table, run_sweep
 
-    rows = run_sweep(config, output_dir, resume=resume, overwrite=overwrite)
+    rows = run_sweep(config, output_dir, resume=resume, overwrite=overwrite, force=force)
     typer.echo(markdown_table(rows))
     if any(r.get("failed") for r in rows):
         raise typer.Exit(1)  # the other cells ran; the failed ones are listed with their errors

@@ -20,6 +20,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from groundtune.fileio import MARKER, read_marker
+
 from tiny import tiny_run_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,8 +139,11 @@ def test_only_the_main_process_writes(runs):
     for name in ("config.yaml", "losses.jsonl", "predictions.jsonl", "results.json"):
         assert replaced.count(name) == 1, (name, replaced)
     out = root / "two"
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoint", "config.yaml", "loss.png",
-                                                      "losses.jsonl", "predictions.jsonl", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["adapter", "checkpoint", "config.yaml", "loss.png",
+                                                             "losses.jsonl", "predictions.jsonl", "results.json",
+                                                             MARKER])  # the output guard's marker
+    assert sorted(read_marker(out)["made"]) == ["adapter", "checkpoint", "config.yaml", "loss.png", "losses.jsonl",
+                                                "predictions.jsonl", "results.json"]
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 4  # generated once, not once per process
     assert json.loads((out / "checkpoint" / "state.json").read_text())["num_processes"] == 2
 

@@ -152,11 +152,31 @@ def test_merge_ratio_that_overflows_writes_nothing(merge_models, tmp_path):
     m = merge_models
     refused(cli("merge", "chat-vector", "--target", m["cp"], "--chat", m["chat"], "--base", m["base"],
                 "--out", tmp_path / "out", "--ratio", "1e39"), "inf or nan", "nothing was written")
+    refused(cli("merge", "chat-vector", "--target", m["cp"], "--chat", m["chat"], "--base", m["base"],
+                "--out", tmp_path / "out", "--ratio", "nan"), "ratio must be a finite number")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert cli("merge", "extract", "--base", m["base"], "--chat", m["chat"], "--out", tmp_path / "v").exit_code == 0
     refused(cli("merge", "apply", "--target", m["cp"], "--vector", tmp_path / "v", "--ratio", "1e39",
                 "--out", tmp_path / "out"), "inf or nan")
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_finite_check_is_exact_in_every_dtype():
+    import torch
+
+    from groundtune.merge.chat_vector import _Stream
+
+    stream = _Stream(64, 0, False, "test")
+    try:
+        for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            x = torch.linspace(-3, 3, 64).to(dtype)
+            assert stream._non_finite(x) == 0, dtype
+            x[3], x[40] = float("inf"), float("nan")
+            assert stream._non_finite(x) == 2, dtype
+        # bfloat16 values near its limit overflow a float32 sum, yet every one of them is finite
+        assert stream._non_finite(torch.full((64,), 3e38, dtype=torch.bfloat16)) == 0
+    finally:
+        stream.writes.stop()
 
 
 def test_train_refuses_an_insane_learning_rate_without_force(ws, tmp_path):
@@ -168,6 +188,12 @@ def test_train_refuses_an_insane_learning_rate_without_force(ws, tmp_path):
     assert not (tmp_path / "run").exists()
     # --force lets it through to the next check (here: the model that is not there)
     refused(cli("train", path, "--force"), "no-model")
+    sweep = tmp_path / "sweep.yaml"
+    base = {k: v for k, v in run_config(ws).items() if k not in ("output_dir", "method", "lr")}
+    sweep.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "sweep"), "base": base, "runs": [
+        {"method": {"method": "llama_adapter", "layers": 1, "length": 2}, "grid": {"lr": [1e-2, 1e8]}}]}))
+    refused(cli("sweep", sweep), "lr is 1e+08", "--force")
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_training_stops_when_the_weights_become_non_finite(ws, tmp_path):
@@ -224,14 +250,17 @@ def test_glue_bad_input_is_one_error_line(bad_files, tmp_path, args, shown):
     assert not (tmp_path / "g").exists()
 
 
-@pytest.mark.parametrize("case", ["empty_yaml", "missing_train", "train_is_a_folder", "layers_999"])
+@pytest.mark.parametrize("case", ["empty_yaml", "no_train_key", "missing_train", "train_is_a_folder", "layers_999"])
 def test_train_bad_input_is_one_error_line(ws, bad_files, tmp_path, case):
     if case == "empty_yaml":
         refused(cli("train", bad_files / "empty.yaml"), bad_files / "empty.yaml", "data.train")
         return
     data = {"format": "jsonl", "train": str(ws / "train.jsonl")}
     method = {"method": "llama_adapter", "layers": 2, "length": 3}
-    if case == "missing_train":
+    if case == "no_train_key":
+        del data["train"]
+        shown = ["data.train is not set"]
+    elif case == "missing_train":
         data["train"], shown = str(tmp_path / "nope.jsonl"), [tmp_path / "nope.jsonl", "does not exist"]
     elif case == "train_is_a_folder":
         (tmp_path / "data").mkdir()

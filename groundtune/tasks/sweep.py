@@ -284,16 +284,18 @@ def plan(path: str | Path, out_dir: str | Path | None = None) -> tuple[Path, lis
 
 
 def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: bool = True, *,
-              resume: bool = False, overwrite: bool = False, only: list[str] | None = None) -> list[dict]:
+              resume: bool = False, overwrite: bool = False, only: list[str] | None = None,
+              force: bool = False) -> list[dict]:
     """Train and evaluate every grid point; write results.md, results.csv, heatmap.png, loss_curves.png.
 
     Cells already finished with the same full config are reused; cells whose config changed are trained again;
     a cell a killed sweep left unfinished is continued from its checkpoint with `resume` (its settings must
     not have changed), or started afresh with `overwrite`. Without either, an unfinished cell is refused.
     A cell that fails is reported (its row says why) and the others still run. `only`: just these cells (by
-    name), e.g. one per process so that each cell's peak memory is its own; the tables then hold only them."""
+    name), e.g. one per process so that each cell's peak memory is its own; the tables then hold only them. A
+    learning rate above its method's sane bound is refused unless `force`."""
     from groundtune.tasks.grounded import train_and_evaluate
-    from groundtune.train import prepare_output
+    from groundtune.train import check_learning_rate, prepare_output
 
     path = Path(path)
     out, cells = plan(path, out_dir)
@@ -302,6 +304,8 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
         if unknown:
             raise ConfigError(f"{path}: no cell(s) named {unknown}; the cells are {[n for n, _, _ in cells]}")
         cells = [c for c in cells if c[0] in only]
+    for name, cfg, _ in cells:
+        check_learning_rate(cfg.method.get("method", ""), cfg.lr, force=force, source=f"{path} (cell {name})")
     # a sweep continues its own folder (finished cells are reused); each cell is then a training run's output
     guard_output(out, command="sweep", inputs=[path], overwrite=overwrite, resume=True)
     for name, cfg, state in cells:
