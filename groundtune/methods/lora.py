@@ -128,9 +128,14 @@ def parameter_count(model, config: LoraConfig) -> int:
         raise ValueError(f"LoRA target_modules must be a string or a list of strings, not {targets!r}")
     total = 0
     for name, module in model.named_modules():
+        if not name or not matches(name):
+            continue
         weight = getattr(module, "weight", None)
-        if name and matches(name) and isinstance(weight, torch.Tensor) and weight.dim() == 2:
-            total += config.r * (weight.shape[0] + weight.shape[1])
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            # refused here: peft would fail on it halfway through, with the modules before it already wrapped
+            raise ValueError(f"LoRA target_modules matches {name} ({type(module).__name__}), which has no 2-D weight "
+                             "for LoRA to adapt; name linear layers")
+        total += config.r * (weight.shape[0] + weight.shape[1])
     head = head_parameters(model) if _task_type(model) == "SEQ_CLS" else 0
     return total + head
 
