@@ -37,8 +37,8 @@ class AdapterStore:
     @contextlib.contextmanager
     def scratch(self):
         """A fresh folder for one upload's files, removed when the block ends (kept only through `keep`)."""
-        where = self.folder if self.folder is not None else None
-        path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX if where else "groundtune-upload-", dir=where))
+        kept = self.folder is not None  # in DIR itself, so that keeping it is one rename on one file system
+        path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX if kept else "groundtune-upload-", dir=self.folder))
         try:
             yield path
         finally:
