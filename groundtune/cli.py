@@ -813,16 +813,18 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback needs --api-key."),
     port: int = typer.Option(8000, help="Port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GROUNDTUNE_API_KEY",
-                                          help="Clients must send 'Authorization: Bearer KEY'; enables /admin."),
+                                          help="Clients must send 'Authorization: Bearer KEY' (16 characters at least); enables /admin."),
     max_batch: int = typer.Option(8, help="Most requests of one adapter generated together."),
     max_queue: int = typer.Option(64, help="Most waiting requests; beyond it the server answers 503 + Retry-After."),
+    adapter_dir: Optional[str] = typer.Option(None, help="Folder where adapters uploaded to /admin are kept; a restart serves them again."),
+    max_upload_mb: int = typer.Option(256, help="Largest adapter upload accepted, in MiB."),
 ):
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) and a chat page at /,
     each request's `model` picking one of the adapters, hot-swapped on one loaded base."""
     from groundtune.serve import serve as run_server
 
     run_server(model, adapter, index=index, host=host, port=port, api_key=api_key, max_batch=max_batch,
-               max_queue=max_queue)
+               max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb)
 
 if __name__ == "__main__":
     app()

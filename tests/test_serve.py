@@ -317,21 +317,21 @@ def test_admin_adds_and_removes_adapters_live_behind_the_api_key(served, adapter
     files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in adapters["prompt_tuning"].iterdir()}
     status, body, _ = post(url, "/admin/adapters", {"name": "x", "files": files})
     assert status == 403 and "--api-key" in body["error"]["message"]
-    with BackgroundServer(create_app(engine, api_key="s3cret")) as keyed:
+    with BackgroundServer(create_app(engine, api_key="s3cret-0123456789abcdef")) as keyed:
         status, body, _ = post(keyed, "/admin/adapters", {"name": "pt2", "files": files})
         assert status == 401
         with pytest.raises(openai.AuthenticationError):
             client(keyed, "wrong").models.list()
         status, body, _ = post(keyed, "/admin/adapters", {"name": "pt2", "files": {"../../etc/passwd": "AA=="}},
-                               key="s3cret")
+                               key="s3cret-0123456789abcdef")
         assert status == 400 and "files must be" in body["error"]["message"]
-        status, body, _ = post(keyed, "/admin/adapters", {"name": "pt2", "files": files}, key="s3cret")
+        status, body, _ = post(keyed, "/admin/adapters", {"name": "pt2", "files": files}, key="s3cret-0123456789abcdef")
         assert status == 201, body
-        c = client(keyed, "s3cret")
+        c = client(keyed, "s3cret-0123456789abcdef")
         out = c.completions.create(model="pt2", prompt=PROMPT, max_tokens=6, temperature=0)
         assert out.choices[0].text.strip() == offline(adapters["prompt_tuning"], PROMPT, 6)
         req = urllib.request.Request(keyed + "/admin/adapters/pt2", method="DELETE",
-                                     headers={"Authorization": "Bearer s3cret"})
+                                     headers={"Authorization": "Bearer s3cret-0123456789abcdef"})
         with urllib.request.urlopen(req, timeout=30) as r:
             assert json.loads(r.read())["deleted"] is True
         with pytest.raises(openai.NotFoundError):
@@ -353,7 +353,7 @@ def test_page_and_its_files_are_served(served):
 
 def test_binding_beyond_loopback_needs_an_api_key():
     check_bind("127.0.0.1", None)
-    check_bind("0.0.0.0", "key")
+    check_bind("0.0.0.0", "a-key-of-16-chars")
     with pytest.raises(ServeError, match="--api-key"):
         check_bind("0.0.0.0", None)
 

@@ -13,7 +13,11 @@ The contract:
 - optional ``optimizer_groups(model, config, lr) -> list[dict]`` when parts train at different rates;
 - optional ``save(model, folder)`` / ``load(model, folder, meta) -> model`` for a folder layout of the method's
   own (LoRA writes peft's); ``peft_types`` names the peft folder types that ``load`` reads;
-- optional ``describe(config) -> {"layer": ..., "length": ...}``: the cells of a sweep table.
+- optional ``describe(config) -> {"layer": ..., "length": ...}``: the cells of a sweep table;
+- optional ``parameter_count(model, config) -> int``: how many trainable parameters attach would create, from
+  the config and the model's shapes alone (nothing allocated), so a server can refuse an adapter too large
+  for it before loading it; ``read_peft_config(meta)`` builds the config from a peft folder's
+  adapter_config.json (for methods that load peft folders).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Method:
     load: Callable | None = None
     peft_types: tuple[str, ...] = ()
     describe: Callable | None = None
+    parameter_count: Callable | None = None
+    read_peft_config: Callable | None = None
 
     @property
     def name(self) -> str:
@@ -147,6 +153,26 @@ def describe(config) -> dict[str, Any]:
     """A method's sweep-table cells: which layers it adapts and its length (or rank)."""
     method = get(config.method)
     return method.describe(config) if method.describe else {"layer": "-", "length": "-"}
+
+
+def parameter_count(model, config) -> int | None:
+    """The trainable parameters `attach(model, config)` would create, computed without allocating them (None for
+    a method that cannot tell). ValueError for a config whose numbers are not whole numbers >= 0."""
+    method = get(config.method)
+    if method.parameter_count is None:
+        return None
+    check_counts(type(config), dataclasses.asdict(config))
+    return int(method.parameter_count(model, config))
+
+
+def check_counts(config_class: type, settings: dict[str, Any]) -> None:
+    """ValueError naming the setting when one whose default is a whole number holds anything else (a config read
+    from JSON may hold a string or a float where a count belongs)."""
+    for f in dataclasses.fields(config_class):
+        value, default = settings.get(f.name, f.default), f.default
+        counted = isinstance(default, int) and not isinstance(default, bool)
+        if counted and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{config_class.method}: {f.name} is {value!r}; it must be a whole number >= 0")
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:

@@ -24,6 +24,11 @@ def task_head(model) -> list[str]:
     return [name for name, _ in model.named_parameters() if is_head(name)]
 
 
+def head_parameters(model) -> int:
+    """How many parameters the task head holds (0 for causal LMs): they train alongside a method."""
+    return sum(p.numel() for name, p in model.named_parameters() if is_head(name))
+
+
 def train_in_place(model, names: list[str]) -> None:
     """Unfreeze these base parameters, keeping their values so that `restore_in_place` can put them back."""
     params = dict(model.named_parameters())

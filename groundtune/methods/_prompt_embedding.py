@@ -40,7 +40,7 @@ from torch import nn
 
 from groundtune.kvcache import cache_from, past_length
 from groundtune.methods import Method
-from groundtune.methods._in_place import restore_in_place, task_head, train_in_place
+from groundtune.methods._in_place import head_parameters, restore_in_place, task_head, train_in_place
 
 MODULE = "groundtune_prompt"  # the transform's attribute on the model: parameter names start with it
 _HOOKS = "_groundtune_prompt_hooks"
@@ -367,7 +367,9 @@ def optimizer_groups(model, config, lr: float) -> list[dict]:
     return groups
 
 
-def prompt_method(config: type, build, describe) -> Method:
-    """The registry entry of a prompt-family method: `build(model, config)` makes its PromptTransform."""
+def prompt_method(config: type, build, describe, parameter_count) -> Method:
+    """The registry entry of a prompt-family method: `build(model, config)` makes its PromptTransform;
+    `parameter_count(config, hidden)` counts the transform's parameters (the task head is added here)."""
     return Method(config, lambda model, c: attach_transform(model, build(model, c)), detach,
-                  optimizer_groups=optimizer_groups, describe=describe)
+                  optimizer_groups=optimizer_groups, describe=describe,
+                  parameter_count=lambda model, c: parameter_count(c, hidden_size(model)) + head_parameters(model))

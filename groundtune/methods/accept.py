@@ -59,4 +59,21 @@ def build(model, config: AcceptConfig) -> PromptTransform:
     return PromptTransform(prompt, update)
 
 
-register(prompt_method(AcceptConfig, build, describe=lambda config: {"layer": "input", "length": config.length}))
+def parameter_count(config: AcceptConfig, hidden: int) -> int:
+    """What build() allocates: n·K·r + K·r·(hidden/K) per codebook table, n·rank + rank·hidden for A·B."""
+    def codebook(n: int, subspaces: int | None, codewords: int, sub_dim: int) -> int:
+        k = subspaces or default_subspaces(hidden, sub_dim)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"AcceptConfig: subspace counts must be whole numbers >= 1, got {k!r}")
+        return n * k * codewords + k * codewords * (hidden // k)
+
+    prompt = codebook(config.length, config.subspaces, config.codewords, 32)
+    if config.scap:
+        update = codebook(config.max_length, config.scap_subspaces, config.scap_codewords, 256)
+    else:
+        update = config.rank * (config.max_length + hidden)
+    return prompt + update
+
+
+register(prompt_method(AcceptConfig, build, describe=lambda config: {"layer": "input", "length": config.length},
+                       parameter_count=parameter_count))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groundtune.methods import Method, register
-from groundtune.methods._in_place import restore_in_place, task_head, train_in_place
+from groundtune.methods._in_place import head_parameters, is_head, restore_in_place, task_head, train_in_place
 
 
 @dataclass
@@ -39,4 +39,10 @@ def detach(model):
     return model
 
 
-register(Method(BitFitConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "biases"}))
+def parameter_count(model, config: BitFitConfig) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if name.endswith("bias") and not is_head(name)) \
+        + head_parameters(model)
+
+
+register(Method(BitFitConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "biases"},
+                parameter_count=parameter_count))

@@ -35,4 +35,9 @@ def build(model, config: DeptConfig) -> PromptTransform:
                            LowRankTable(config.max_length, config.rank, hidden_size(model)))
 
 
-register(prompt_method(DeptConfig, build, describe=lambda config: {"layer": "input", "length": f"{config.length} + rank {config.rank}"}))
+def parameter_count(config: DeptConfig, hidden: int) -> int:
+    return config.length * hidden + config.rank * (config.max_length + hidden)
+
+
+register(prompt_method(DeptConfig, build, describe=lambda config: {"layer": "input", "length": f"{config.length} + rank {config.rank}"},
+                       parameter_count=parameter_count))

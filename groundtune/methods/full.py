@@ -30,4 +30,5 @@ def detach(model):
     return model
 
 
-register(Method(FullConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "all"}))
+register(Method(FullConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "all"},
+                parameter_count=lambda model, config: sum(p.numel() for p in model.parameters())))

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from groundtune import __version__
 from groundtune.arch import model_shape
 from groundtune.fileio import atomic_folder
-from groundtune.methods import (attach, attached_config, config_from_dict, config_to_dict, detach, get, registry,
-                                trainable_state_dict)
+from groundtune.methods import (attach, attached_config, check_counts, config_from_dict, config_to_dict, detach, get,
+                                parameter_count, registry, trainable_state_dict)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -66,6 +66,49 @@ def read_adapter_config(folder: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON ({err}); re-save the adapter") from None
 
 
+def check_weights(folder: str | os.PathLike) -> None:
+    """ValueError naming the file when the folder's weights are not a whole safetensors file (zeroed, truncated,
+    a header that claims more than the file holds); safetensors checks the header against the file's size."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        with safe_open(path, "pt") as f:
+            for key in f.keys():
+                f.get_slice(key).get_shape()
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a valid safetensors file ({err}); save the adapter again") from None
+
+
+def planned_parameters(model, folder: str | os.PathLike) -> int | None:
+    """How many trainable parameters loading `folder` onto `model` would create, from its adapter_config.json and
+    the model's shapes alone: nothing is allocated, so a server can refuse an adapter too large before loading
+    it. None when the method cannot tell; ValueError when the config is not one this model can load."""
+    meta = read_adapter_config(folder)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; re-save the adapter")
+    try:
+        if "groundtune_method" in meta:
+            if not isinstance(meta.get("config"), dict):
+                raise ValueError(f"{CONFIG_NAME} has no 'config' object (the method's settings); re-save the adapter")
+            name = meta["config"].get("method")
+            if isinstance(name, str) and name in registry():
+                check_counts(get(name).config, meta["config"])
+            config = config_from_dict(meta["config"])
+        else:
+            readers = [m for m in registry().values() if meta.get("peft_type") in m.peft_types]
+            if not readers or readers[0].read_peft_config is None:
+                known = sorted(t for m in registry().values() for t in m.peft_types)
+                raise ValueError(f"{CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune loads; "
+                                 f"it loads {known}")
+            config = readers[0].read_peft_config(meta)
+        return parameter_count(model, config)
+    except TypeError as err:  # a setting of the wrong JSON type met the config's own checks
+        raise ValueError(f"{CONFIG_NAME}: a setting has the wrong type ({err}); re-save the adapter") from None
+
+
 def load_adapter(model, folder: str | os.PathLike):
     """Attach the adapter saved in `folder` to `model` and return the model to use.
 
@@ -73,6 +116,7 @@ def load_adapter(model, folder: str | os.PathLike):
     """
     folder = Path(folder)
     meta = read_adapter_config(folder)
+    check_weights(folder)
     model = detach(model)
     if "groundtune_method" not in meta:  # a peft folder: the method that reads its peft_type loads it
         peft_type = meta.get("peft_type")

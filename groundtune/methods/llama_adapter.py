@@ -194,5 +194,13 @@ def detach(model):
     return model
 
 
+def parameter_count(model, config: LlamaAdapterConfig) -> int:
+    """A prompt [length, hidden] and a gate (one per head, or one) on each of the top `layers` layers."""
+    specs = attention_layers(model, "LLaMA-Adapter")[-config.layers:]
+    hidden = model.config.get_text_config().hidden_size
+    return sum(config.length * hidden + (spec.num_heads if config.gate == "per_head" else 1) for spec in specs)
+
+
 register(Method(LlamaAdapterConfig, attach, detach, describe=lambda config: {"layer": config.layers,
-                                                                              "length": config.length}))
+                                                                              "length": config.length},
+                parameter_count=parameter_count))

@@ -10,8 +10,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from groundtune import arch
 from groundtune.methods import Method, clear_attached, mark_attached, register
+from groundtune.methods._in_place import head_parameters
 
 
 @dataclass
@@ -94,10 +97,47 @@ def load(model, folder: Path, meta: dict):
             + "; ".join(problems[:5])
         )
     peft_model = PeftModel.from_pretrained(model, folder, is_trainable=True)  # same state as after attach()
-    config = LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
-                        target_modules=meta.get("target_modules"))
-    mark_attached(peft_model, config)
+    mark_attached(peft_model, read_peft_config(meta))
     return peft_model
+
+
+def read_peft_config(meta: dict) -> LoraConfig:
+    """The LoraConfig of a peft folder's adapter_config.json."""
+    try:
+        return LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
+                          target_modules=meta.get("target_modules"))
+    except KeyError as err:
+        raise ValueError(f"a peft LoRA adapter_config.json needs {err.args[0]!r}") from None
+
+
+def parameter_count(model, config: LoraConfig) -> int:
+    """r·(in + out) for each module peft would adapt, plus a sequence classifier's head (peft's modules_to_save).
+
+    The modules are matched as peft documents target_modules: a string is a regular expression over the whole
+    module name, a list names modules by their last name parts."""
+    targets = config.target_modules or attention_targets(model)
+    if isinstance(targets, str):
+        try:
+            pattern = re.compile(targets)
+        except re.error as err:
+            raise ValueError(f"LoRA target_modules {targets!r} is not a valid regular expression ({err})") from None
+        matches = lambda name: pattern.fullmatch(name) is not None  # noqa: E731
+    elif isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        matches = lambda name: any(name == t or name.endswith("." + t) for t in targets)  # noqa: E731
+    else:
+        raise ValueError(f"LoRA target_modules must be a string or a list of strings, not {targets!r}")
+    total = 0
+    for name, module in model.named_modules():
+        if not name or not matches(name):
+            continue
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            # refused here: peft would fail on it halfway through, with the modules before it already wrapped
+            raise ValueError(f"LoRA target_modules matches {name} ({type(module).__name__}), which has no 2-D weight "
+                             "for LoRA to adapt; name linear layers")
+        total += config.r * (weight.shape[0] + weight.shape[1])
+    head = head_parameters(model) if _task_type(model) == "SEQ_CLS" else 0
+    return total + head
 
 
 def _lora_shape_problems(model, weights: Path) -> list[str]:
@@ -125,5 +165,6 @@ def _lora_shape_problems(model, weights: Path) -> list[str]:
     return problems
 
 
-register(Method(LoraConfig, attach, detach, save=save, load=load, peft_types=("LORA",),
+register(Method(LoraConfig, attach, detach, save=save, load=load, peft_types=("LORA",), parameter_count=parameter_count,
+                read_peft_config=read_peft_config,
                 describe=lambda config: {"layer": "all", "length": f"r={config.r}, α={config.alpha}"}))

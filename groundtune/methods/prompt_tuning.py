@@ -29,4 +29,5 @@ def build(model, config: PromptTuningConfig) -> PromptTransform:
     return PromptTransform(DenseTable(initial_prompt(model, config)), None)
 
 
-register(prompt_method(PromptTuningConfig, build, describe=lambda config: {"layer": "input", "length": config.length}))
+register(prompt_method(PromptTuningConfig, build, describe=lambda config: {"layer": "input", "length": config.length},
+                       parameter_count=lambda config, hidden: config.length * hidden))

@@ -17,13 +17,22 @@ from pathlib import Path
 from groundtune.errors import GroundtuneError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MIN_KEY_LENGTH = 16
 
 
 class ServeError(GroundtuneError):
     """The server cannot start as asked (the message says why and what to change)."""
 
 
+def check_api_key(api_key: str | None) -> None:
+    """A key short enough to guess is refused: it guards the admin endpoints, which load files into the server."""
+    if api_key is not None and len(api_key) < MIN_KEY_LENGTH:
+        raise ServeError(f"--api-key is {len(api_key)} characters long; give at least {MIN_KEY_LENGTH}, e.g. one from "
+                         "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+
+
 def check_bind(host: str, api_key: str | None) -> None:
+    check_api_key(api_key)
     if host not in LOOPBACK and not api_key:
         raise ServeError(f"binding {host} would open the server to other machines: give --api-key KEY "
                          "(clients then send 'Authorization: Bearer KEY'), or keep the default --host 127.0.0.1")
@@ -49,21 +58,39 @@ def parse_adapters(specs: list[str]) -> dict[str, Path]:
 
 
 def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retriever=None, api_key: str | None = None,
-          base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1):
-    """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves."""
-    from groundtune.serve.app import create_app
+          base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
+          adapter_dir: str | Path | None = None, max_upload_bytes: int | None = None):
+    """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves.
+
+    adapter_dir: uploads are kept there, and those kept by earlier runs are served again."""
+    from groundtune.serve.app import MAX_UPLOAD_BYTES, create_app
     from groundtune.serve.citations import Grounding
     from groundtune.serve.engine import Engine
+    from groundtune.serve.store import AdapterStore
 
+    check_api_key(api_key)
+    try:
+        store = AdapterStore(adapter_dir)
+    except OSError as err:
+        raise ServeError(f"--adapter-dir {adapter_dir}: {err.strerror or err}; give a folder this user can write") from None
+    saved = store.saved()
+    clash = sorted(set(saved) & set(adapters or {}))
+    if clash:
+        raise ServeError(f"--adapter {clash[0]}=... and an upload kept in --adapter-dir {adapter_dir} have the same "
+                         "name; give the --adapter another name")
     engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue, batch_wait_s=batch_wait_s,
                     base_name=base_name)
-    for name, folder in (adapters or {}).items():
+    options = {**{name: (folder, f"--adapter {name}={folder}") for name, folder in (adapters or {}).items()},
+               **{name: (folder, f"--adapter-dir {adapter_dir}: {name}") for name, folder in saved.items()}}
+    for name, (folder, where) in options.items():
         try:
             engine.add_adapter(name, folder, source=str(folder)).result()
-        except (ValueError, FileNotFoundError, KeyError) as err:
+        except (ValueError, TypeError, OSError, KeyError, GroundtuneError) as err:
             engine.close()
-            raise ServeError(f"--adapter {name}={folder}: {err}") from None
-    return create_app(engine, Grounding(retriever), api_key), engine
+            raise ServeError(f"{where}: {err}") from None
+    app = create_app(engine, Grounding(retriever), api_key, store=store,
+                     max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES)
+    return app, engine
 
 
 class BackgroundServer:
@@ -104,7 +131,8 @@ class BackgroundServer:
 
 
 def serve(model: str | None = None, adapters: list[str] = (), *, index: str | None = None, host: str = "127.0.0.1",
-          port: int = 8000, api_key: str | None = None, max_batch: int = 8, max_queue: int = 64) -> None:
+          port: int = 8000, api_key: str | None = None, max_batch: int = 8, max_queue: int = 64,
+          adapter_dir: str | None = None, max_upload_mb: int = 256) -> None:
     """Load the model (the embedded default when None), the adapters and the index, and serve until stopped."""
     import uvicorn
 
@@ -115,6 +143,10 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
         raise ServeError(f"--port {port}: give a port between 1 and 65535")
     if max_batch < 1 or max_queue < 1:
         raise ServeError(f"--max-batch and --max-queue must be >= 1 (got {max_batch}, {max_queue})")
+    if not 1 <= max_upload_mb <= 2**20:
+        raise ServeError(f"--max-upload-mb {max_upload_mb}: give a size in MiB between 1 and {2**20}")
+    if adapter_dir is not None and Path(adapter_dir).exists() and not Path(adapter_dir).is_dir():
+        raise ServeError(f"--adapter-dir {adapter_dir} is a file; give a folder (it is created if missing)")
     folders = parse_adapters(list(adapters))
     retriever = None
     if index is not None:
@@ -126,9 +158,10 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
             raise ServeError(f"--index {index}: {err}") from None
     base, tokenizer = load_model(model)
     app, engine = build(base, tokenizer, folders, retriever=retriever, api_key=api_key,
-                        base_name=Path(str(model)).name if model else None, max_batch=max_batch, max_queue=max_queue)
-    print(f"groundtune serve: {engine.base_name} with {len(folders)} adapter(s) "
-          f"({', '.join(folders) or 'none'}){', index ' + index if index else ''} on http://{host}:{port} "
+                        base_name=Path(str(model)).name if model else None, max_batch=max_batch, max_queue=max_queue,
+                        adapter_dir=adapter_dir, max_upload_bytes=max_upload_mb * 2**20)
+    print(f"groundtune serve: {engine.base_name} with {len(engine.adapters)} adapter(s) "
+          f"({', '.join(engine.adapters) or 'none'}){', index ' + index if index else ''} on http://{host}:{port} "
           f"(chat page at /, OpenAI API at /v1)", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")

@@ -8,6 +8,10 @@ its first chunk, before any token.
 
 No request names a file on the server: adapters are added by uploading their files (base64) to /admin/adapters,
 which needs the server's API key; the page's three files are fixed routes.
+
+No request can crash it: the key is checked and the body bounded before anything is parsed (gate.py), every
+number of a request has a range, uploads are checked file by file and their size in parameters is computed
+from their config before anything is allocated; what is wrong gets a 4xx in OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -15,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import json
+import os
 import re
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,37 +33,46 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from groundtune.errors import GroundtuneError
 from groundtune.serve.citations import MAX_K, Grounding, RequestError, base_format, build_chat_prompt, \
     request_documents
-from groundtune.serve.engine import Engine, GenRequest, QueueFull
+from groundtune.serve.engine import AdapterExists, Engine, GenRequest, QueueFull
+from groundtune.serve.gate import RequestGate
+from groundtune.serve.store import AdapterStore
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_TOKENS = 256
 MAX_STOP = 4
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 UPLOAD_FILES = ("adapter_config.json", "adapter_model.safetensors", "groundtune_prompt.json")
+MAX_BODY_BYTES = 2 * 2**20  # far more text than any model's context holds
+MAX_UPLOAD_BYTES = 256 * 2**20
+MAX_MESSAGES = 256
+MAX_NEW_TOKENS = 2**20  # above every context length; bounds max_tokens where the model states none
+INT64 = 2**63  # seeds as OpenAI's: a signed 64-bit integer
 
 
 # ------------------------------------------------------------------------------------------------ schemas
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI options this server does not use are accepted, not applied
+    # OpenAI options this server does not use are accepted, not applied; NaN and infinity are no numbers here.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-INT64, lt=INT64)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    n: int = 1
+    n: int = Field(1, ge=1, le=1)
 
-    @field_validator("n")
+    @field_validator("n", mode="before")
     @classmethod
-    def _one_choice(cls, v: int) -> int:
+    def _one_choice(cls, v):
         if v != 1:
             raise ValueError(f"n is {v}; this server returns one choice per request (n=1): send several requests")
         return v
@@ -106,7 +117,7 @@ class Document(BaseModel):
 
 
 class ChatRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     retrieval: bool | None = None
     documents: list[str | Document] | None = Field(None, max_length=MAX_K)
     k: int | None = Field(None, ge=1, le=MAX_K)
@@ -162,26 +173,17 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
 
 
 class Server:
-    """What the routes share: the engine, the grounding, the API key."""
+    """What the routes share: the engine, the grounding, the API key, where uploads are kept."""
 
-    def __init__(self, engine: Engine, grounding: Grounding | None = None, api_key: str | None = None):
+    def __init__(self, engine: Engine, grounding: Grounding | None = None, api_key: str | None = None,
+                 store: AdapterStore | None = None):
         self.engine = engine
         self.grounding = grounding or Grounding()
         self.api_key = api_key
-        self.uploads = Path(tempfile.mkdtemp(prefix="groundtune-serve-"))
+        self.store = store or AdapterStore()
+        self.admin = asyncio.Lock()  # one upload or removal at a time: a name is checked, loaded and kept together
         self.created = int(time.time())
         self.base_fmt = base_format(engine.tokenizer)
-
-    def check_key(self, request: Request, admin: bool = False) -> None:
-        if self.api_key is None:
-            if admin:
-                raise APIError(403, "the admin endpoints need a server started with --api-key", "permission_error")
-            return
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                           "authentication_error", code="invalid_api_key")
 
     def resolve(self, name: str):
         """(adapter state or None for the base, prompt format) of a request's `model`."""
@@ -265,10 +267,18 @@ def _usage(gen: GenRequest) -> dict:
     return {"prompt_tokens": n, "completion_tokens": len(gen.tokens), "total_tokens": n + len(gen.tokens)}
 
 
-def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str | None = None) -> FastAPI:
-    server = Server(engine, grounding, api_key)
+def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str | None = None, *,
+               store: AdapterStore | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The app over a running engine. store: where uploads are kept (default: nowhere, they live in memory).
+    The OpenAPI schema is not served (`app.openapi()` gives it, e.g. to a fuzzer)."""
+    from groundtune.serve import check_api_key
+
+    check_api_key(api_key)
+    server = Server(engine, grounding, api_key, store)
     app = FastAPI(title="groundtune", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
+    app.add_middleware(RequestGate, api_key=api_key, max_body_bytes=max_body_bytes, max_upload_bytes=max_upload_bytes)
 
     @app.exception_handler(APIError)
     async def _api_error(request, err: APIError):
@@ -309,7 +319,6 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
     # ---- OpenAI
     @app.get("/v1/models")
     async def models(request: Request):
-        server.check_key(request)
         data = [{"id": engine.base_name, "object": "model", "created": server.created, "owned_by": "groundtune",
                  "method": None}]
         for name, state in list(engine.adapters.items()):
@@ -319,7 +328,6 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        server.check_key(request)
         adapter, fmt = server.resolve(body.model)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         from groundtune.serve.citations import split_conversation
@@ -350,7 +358,6 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        server.check_key(request)
         adapter, fmt = server.resolve(body.model)
         ids, limit = server.prepare(body.prompt, fmt, adapter, body.limit, capped=False)
         gen, queue = server.start(body, ids, adapter, limit)
@@ -368,43 +375,61 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
     # ---- admin
     @app.get("/admin/adapters")
     async def list_adapters(request: Request):
-        server.check_key(request, admin=True)
         return {"adapters": [{"name": n, "method": s.method, "prompt_format": s.prompt_format}
                              for n, s in list(engine.adapters.items())]}
 
     @app.post("/admin/adapters", status_code=201)
     async def add_adapter(body: AdapterUpload, request: Request):
-        server.check_key(request, admin=True)
         if not NAME.match(body.name) or body.name in (engine.base_name, "base"):
             raise APIError(400, f"adapter name {body.name!r}: use 1-64 letters, digits, '.', '_', ':' or '-', not the "
                                 "base model's name", param="name")
-        if body.name in engine.adapters:
-            raise APIError(409, f"an adapter called {body.name!r} is served already; DELETE it first", param="name")
         unknown = sorted(set(body.files) - set(UPLOAD_FILES))
         if unknown or not {"adapter_config.json", "adapter_model.safetensors"} <= set(body.files):
             raise APIError(400, f"files must be adapter_config.json and adapter_model.safetensors (and optionally "
-                                f"groundtune_prompt.json), base64-encoded; got {sorted(body.files)}", param="files")
-        folder = server.uploads / uuid.uuid4().hex
-        folder.mkdir()
-        try:
-            for name, data in body.files.items():
-                (folder / name).write_bytes(base64.b64decode(data, validate=True))
-            state = await asyncio.wrap_future(engine.add_adapter(body.name, folder, source="upload"))
-        except (binascii.Error, ValueError, KeyError, OSError) as err:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise APIError(400, f"adapter {body.name!r} could not be loaded: {err}") from None
+                                f"groundtune_prompt.json), base64-encoded; got {sorted(body.files)[:5]}",
+                           param="files")
+        async with server.admin:
+            if body.name in engine.adapters:
+                raise APIError(409, f"an adapter called {body.name!r} is served already; DELETE it first",
+                               param="name")
+            with server.store.scratch() as folder:
+                for file, data in body.files.items():
+                    try:
+                        (folder / file).write_bytes(base64.b64decode(data, validate=True))
+                    except (binascii.Error, ValueError):
+                        raise APIError(400, f"files.{file} is not valid base64", param="files") from None
+                try:
+                    state = await asyncio.wrap_future(engine.add_adapter(body.name, folder, source="upload"))
+                except AdapterExists as err:
+                    raise APIError(409, str(err), param="name") from None
+                except (ValueError, TypeError, KeyError, OSError, GroundtuneError) as err:
+                    raise APIError(400, f"adapter {body.name!r} could not be loaded: {_scrub(str(err), folder)}",
+                                   param="files") from None
+                try:
+                    server.store.keep(folder, body.name)
+                except OSError as err:  # it serves, but would not come back after a restart: say so, undo
+                    engine.remove_adapter(body.name)
+                    raise APIError(500, f"adapter {body.name!r} could not be kept in --adapter-dir: "
+                                        f"{err.strerror or err}", "server_error") from None
         return {"id": state.name, "object": "model", "method": state.method}
 
     @app.delete("/admin/adapters/{name}")
     async def delete_adapter(name: str, request: Request):
-        server.check_key(request, admin=True)
-        try:
-            engine.remove_adapter(name)
-        except KeyError:
-            raise APIError(404, f"no adapter called {name!r} is served", param="name", code="model_not_found") from None
+        async with server.admin:
+            try:
+                engine.remove_adapter(name)
+            except KeyError:
+                raise APIError(404, f"no adapter called {name!r} is served", param="name",
+                               code="model_not_found") from None
+            server.store.remove(name)
         return {"id": name, "object": "model", "deleted": True}
 
     return app
+
+
+def _scrub(message: str, folder: Path) -> str:
+    """An upload's error message without the server's paths: its files by their own names."""
+    return message.replace(f"{folder}{os.sep}", "").replace(str(folder), "the upload")
 
 
 async def _collect(request: Request, gen: GenRequest, queue: asyncio.Queue) -> tuple[str, str]:

@@ -47,6 +47,10 @@ class QueueFull(GroundtuneError):
     """The request queue is at its bound; the client should retry later."""
 
 
+class AdapterExists(GroundtuneError):
+    """An adapter of that name is served already."""
+
+
 @dataclass
 class AdapterState:
     """An adapter as the engine keeps it: its config, its trained tensors on the CPU, its prompt format."""
@@ -119,7 +123,10 @@ class _Rows:
         for row, (r, g) in enumerate(zip(self.requests, self.generators)):
             if g is None or r.done:
                 continue
-            logits = scores[row].float() / r.temperature
+            # In float64 (a temperature such as 1e-300 is 0 in float32), the top logit shifted to 0 first: a tiny
+            # temperature then sends the others to -inf rather than the top to inf (inf - inf is nan in the softmax).
+            logits = scores[row].double()
+            logits = (logits - logits.max()) / r.temperature
             if r.top_p < 1.0:
                 sorted_logits, order = torch.sort(logits, descending=True)
                 cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
@@ -201,7 +208,7 @@ class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
-                 base_name: str | None = None, min_shared_prefix: int = 16):
+                 base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None):
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
         from groundtune.methods import detach
@@ -215,6 +222,9 @@ class Engine:
         self.adapters: dict[str, AdapterState] = {}
         self.current: AdapterState | None = None
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        # An adapter larger than the model it adapts is refused before anything is allocated (full fine-tuning,
+        # the largest method, is exactly the model's size).
+        self.max_adapter_parameters = max_adapter_parameters or sum(p.numel() for p in self.model.parameters())
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "rejected": 0, "batches": 0, "tokens": 0,
                       "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0}
         self._pending: deque[GenRequest] = deque()
@@ -279,10 +289,17 @@ class Engine:
     def _add_adapter(self, name: str, folder, source: str) -> AdapterState:
         from groundtune.data.prompt_format import read as read_prompt_format
         from groundtune.methods import attach, attached_config, detach, trainable_state_dict
-        from groundtune.methods.io import load_adapter
+        from groundtune.methods.io import check_weights, load_adapter, planned_parameters
 
+        if name in self.adapters:
+            raise AdapterExists(f"an adapter called {name!r} is served already; remove it first")
         fmt = read_prompt_format(folder)
-        self._use(None)
+        check_weights(folder)
+        self._use(None)  # counted on the bare base: its shapes decide what attaching would allocate
+        planned = planned_parameters(self.model, folder)
+        if planned is not None and planned > self.max_adapter_parameters:
+            raise ValueError(f"adapter_config.json asks for {planned:,} trainable parameters; this server takes "
+                             f"adapters of at most {self.max_adapter_parameters:,} (the base model's own size)")
         model = load_adapter(self.model, folder)
         config = attached_config(model)
         tensors = {n: p.detach().to("cpu").clone() for n, p in trainable_state_dict(model).items()}
