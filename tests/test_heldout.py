@@ -168,7 +168,7 @@ def test_sweep_reports_intervals_paired_tests_and_a_failed_cell(tmp_path):
     out = tmp_path / "sweep"
     table = (out / "results.md").read_text()
     # the 3-layer tiny model has no 9th layer: that cell fails, is listed with its error, the others ran
-    assert "Failed cells" in table and "layers=9" in table
+    assert "Failed cells" in table and "method.layers is 9" in table
     summary = json.loads((out / "results.json").read_text())
     assert list(summary["failed"]) == ["llama_adapter-layers9"]
     done = [r for r in summary["rows"] if not r.get("failed")]
