@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -248,6 +250,23 @@ def test_text_initialisation_uses_the_tokenizer(tmp_path):
     prompt = gt.attach(model, config).groundtune_prompt.prompt.weight
     table = model.get_input_embeddings().weight
     torch.testing.assert_close(prompt, table[[7, 3, 7, 3, 7]])  # repeated to fill the prompt
+
+
+def test_loading_a_text_initialised_adapter_never_opens_its_tokenizer(tmp_path):
+    """The saved weights replace the initial values: a folder whose config names a tokenizer that is not there (or
+    one an uploader chose) loads without reading it, and gives the saved prompt."""
+    model = tiny_model("mistral")
+    config = gt.PromptTuningConfig(length=3, init="vocab")
+    adapted = gt.attach(model, config)
+    randomise(adapted)
+    gt.save_adapter(adapted, tmp_path / "adapter")
+    meta_path = tmp_path / "adapter" / "adapter_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"].update(init="text", init_text="w7 w3", tokenizer=str(tmp_path / "no-such-tokenizer"))
+    meta_path.write_text(json.dumps(meta))
+    saved = adapted.groundtune_prompt.prompt.weight.detach().clone()
+    loaded = gt.load_adapter(gt.detach(adapted), tmp_path / "adapter")
+    torch.testing.assert_close(loaded.groundtune_prompt.prompt.weight, saved)
 
 
 # ---- encoders ----

@@ -133,7 +133,15 @@ def load_adapter(model, folder: str | os.PathLike):
             f"adapter {folder} was trained on a model of another shape ({details}); load it onto "
             f"{meta.get('base_model_name_or_path') or 'the model it was trained on'}"
         )
-    model = attach(model, config_from_dict(meta["config"]))
+    config = config_from_dict(meta["config"])
+    if getattr(config, "init", None) == "text":
+        # The saved weights replace the initial values, so loading never needs the tokenizer that init='text' reads
+        # from a path or hub id the config names: an adapter folder (an upload to the server, say) must not make
+        # groundtune open one. The config is recorded as written.
+        import dataclasses
+
+        config = dataclasses.replace(config, init="vocab")
+    model = attach(model, config)
     saved = load_file(folder / WEIGHTS_NAME)
     params = trainable_state_dict(model)
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
