@@ -220,7 +220,7 @@ def _normal(text: str) -> str:
 
 
 def length_ok(question: str, language: str, cfg: SynthConfig) -> bool:
-    if "\ufffd" in question:
+    if question.endswith("\ufffd"):
         return False  # cut off inside a character: the teacher ran out of tokens mid-question
     if language == "ko":
         chars = len(question.replace(" ", ""))
