@@ -79,7 +79,7 @@ def main():
     from groundtune.retrieval.synth import LocalTeacher, SynthConfig, synthesize
 
     if args.smoke:
-        args.data_dir, args.synth_passages, args.eval_queries = None, 16, 8
+        args.data_dir, args.synth_passages, args.eval_queries = None, 8, 8
     documents, passages, queries, what = load_data(args.data_dir)
     if args.smoke:  # the fixtures' dialogues are few: a split by turn, as bench/rag.py's smoke does
         train_q, test_q = queries[::2], queries[1::2]
@@ -97,7 +97,7 @@ def main():
                                max_new_tokens=12)
     else:
         teacher = LocalTeacher.load()
-    small = dict(batch_size=4, max_length=64) if args.smoke else {}
+    small = dict(batch_size=4, max_length=64, epochs=1) if args.smoke else {}
     result = {"data": what, "passages": len(passages), "test_questions": len(test_q), "smoke": args.smoke,
               "skipped": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -320,7 +320,8 @@ def index(
     try:
         passages = load_passages(sources, segmentation, words, max_file_mb=max_file_mb, report=ingest)
         typer.echo(f"{len(passages):,} passages from {len({p.doc_id for p in passages}):,} documents ({segmentation})")
-        typer.echo(ingest.summary())
+        if ingest.read or ingest.skipped:  # users' files (doc2dial JSON is counted above)
+            typer.echo(ingest.summary())
         for messages in ingest.skipped.values():
             for message in messages:
                 typer.echo(f"  skipped {message}")

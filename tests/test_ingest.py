@@ -150,3 +150,19 @@ def test_serve_citations_show_file_page_and_title_path(tmp_path):
     build_index(load_passages(tmp_path), tmp_path / "index", dense=False, show_progress=False)
     cited = Grounding(Retriever.load(tmp_path / "index")).passages("what is the renewal fee", [], 1)
     assert cited[0].to_dict()["source"] == "handbook.pdf p. 2 · Handbook › Fees"
+
+
+def test_index_command_reports_skips_at_the_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from groundtune.cli import app
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _bad_files(docs)
+    result = CliRunner().invoke(app, ["index", str(docs), "--out", str(tmp_path / "index"), "--no-dense",
+                                      "--max-file-mb", "100"])
+    assert result.exit_code == 0, result.output
+    assert "files read: docx 1, pdf 1; skipped: corrupt 2, encrypted 1, no_text 1, no_text_layer 1, not_utf8 1, " \
+           "symlink_loop 2, too_large 1" in result.output
+    assert f"skipped {docs / 'huge.txt'}: 200 MB is over the 100 MB limit" in result.output

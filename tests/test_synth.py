@@ -199,3 +199,13 @@ def test_synth_command_against_a_real_groundtune_serve(tmp_path):
                 assert len(load_rc_queries(out)) == report["kept"]
     finally:
         engine.close()
+
+
+def test_korean_copies_and_cut_off_questions():
+    from groundtune.retrieval.synth import copies_passage, length_ok
+
+    passage = "운전면허 안내 / 수수료 // 갱신 수수료는 일반 면허 기준으로 만 원이며 온라인으로 신청할 수 있습니다."
+    assert copies_passage("갱신 수수료는 일반 면허 기준으로 얼마인가요?", passage, 8, "ko")
+    assert not copies_passage("운전면허를 갱신하려면 얼마를 내야 하나요?", passage, 8, "ko")
+    assert not length_ok("운전면허 안내 / 수수료는 일반 면\ufffd", "ko", SynthConfig())  # ran out of tokens
+    assert length_ok("운전면허 갱신 수수료는 얼마인가요?", "ko", SynthConfig())

@@ -18,6 +18,8 @@ _EXPORTS = {
     "text_passages": "groundtune.retrieval.passages",
     "markdown_passages": "groundtune.retrieval.passages",
     "load_passages": "groundtune.retrieval.passages",
+    "IngestReport": "groundtune.retrieval.passages",
+    "synthesize": "groundtune.retrieval.synth",
     "Tokenizer": "groundtune.retrieval.tokenizer",
     "BM25Index": "groundtune.retrieval.bm25",
     "DenseIndex": "groundtune.retrieval.dense",

@@ -220,14 +220,21 @@ def _normal(text: str) -> str:
 
 
 def length_ok(question: str, language: str, cfg: SynthConfig) -> bool:
+    if question.endswith("\ufffd"):
+        return False  # cut off inside a character: the teacher ran out of tokens mid-question
     if language == "ko":
         chars = len(question.replace(" ", ""))
         return cfg.min_chars_ko <= chars <= cfg.max_chars_ko
     return cfg.min_words <= len(_words(question)) <= cfg.max_words
 
 
-def copies_passage(question: str, passage: str, n: int) -> bool:
-    """Whether the question shares `n` consecutive words with the passage (or is, all of it, in the passage)."""
+def copies_passage(question: str, passage: str, n: int, language: str = "en") -> bool:
+    """Whether the question shares `n` consecutive words with the passage (or is, all of it, in the passage).
+    Korean words carry particles and are few per sentence: there it is `n` + 4 consecutive letters, spaces aside."""
+    if language == "ko":
+        q, p = "".join(_words(question)), "".join(_words(passage))
+        size = min(n + 4, len(q))
+        return bool(q) and any(q[i : i + size] in p for i in range(len(q) - size + 1))
     q, p = _words(question), _words(passage)
     if not q:
         return False
@@ -318,7 +325,7 @@ def synthesize(retriever, teacher, out: str | os.PathLike, *, passage_ids: Seque
                     outcomes[pid] = "teacher_error"
                 elif not length_ok(question, lang, cfg):
                     outcomes[pid] = "length"
-                elif copies_passage(question, passages[pid].text, cfg.copy_words):
+                elif copies_passage(question, passages[pid].text, cfg.copy_words, lang):
                     outcomes[pid] = "copies_passage"
                 elif _normal(question) in seen:
                     outcomes[pid] = "duplicate"
