@@ -504,7 +504,8 @@ def synth(
     import random
 
     from groundtune.retrieval.index import Retriever
-    from groundtune.retrieval.synth import EndpointTeacher, LocalTeacher, SynthConfig, synthesize
+    from groundtune.fileio import guard_output
+    from groundtune.retrieval.synth import EndpointTeacher, LocalTeacher, SynthConfig, done_path, synthesize
 
     for name, value, least in (("--limit", limit, 1), ("--round-trip-k", round_trip_k, 1),
                                ("--batch-size", batch_size, 1), ("--max-new-tokens", max_new_tokens, 1),
@@ -513,8 +514,8 @@ def synth(
             fail(f"{name} is {value}; it must be a whole number in [{least}, inf)")
     if model and teacher_url:
         fail("give --model or --teacher-url, not both")
-    if out.resolve().parent == index_dir.resolve() or out.is_dir():
-        fail(f"--out {out}: give a .jsonl file outside the index folder")
+    for path in (out, done_path(out)):  # the questions and the record of passages done, which a rerun goes on from
+        guard_output(path, command="synth", inputs=[index_dir], file=True)
     try:
         retriever = Retriever.load(index_dir)
         ids = list(range(len(retriever.passages)))

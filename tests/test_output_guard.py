@@ -444,6 +444,8 @@ def _runs(ws, index_dir, m, i, out, encoder, reranker_base):
                               "--out", out / "merged"],
         "merge extract": ["merge", "extract", "--base", m["base"], "--chat", m["chat"], "--out", out / "vector"],
         "merge apply": ["merge", "apply", "--target", m["cp"], "--vector", out / "vector", "--out", out / "applied"],
+        "synth": ["synth", i / "doc2dial-index", "--out", out / "synth.jsonl", "--model", ws / "model", "--limit", "2",
+                  "--batch-size", "2", "--max-new-tokens", "4"],
         "classify": ["classify", i / "rows.jsonl", "--shots", "0", "--model", ws / "model", "--output",
                      out / "classify.json"],
         "summarize-eval": ["summarize-eval", i / "pairs.json", "--model", ws / "model", "--max-new-tokens", "2",

@@ -254,7 +254,8 @@ def record(pid: int, passage, question: str, answer: str) -> dict:
             "passage_id": pid, "source": passage.citation}
 
 
-def _done_path(out: Path) -> Path:
+def done_path(out: Path) -> Path:
+    """The file beside `out` that records which passages are done (kept or dropped), so a rerun goes on."""
     return out.with_name(out.name + ".done.jsonl")
 
 
@@ -298,7 +299,7 @@ def synthesize(retriever, teacher, out: str | os.PathLike, *, passage_ids: Seque
     if bad:
         raise GroundtuneError(f"passage id {bad[0]} is not in the index ({len(passages)} passages)")
     report = SynthReport()
-    done = _read_jsonl_tolerant(_done_path(out))
+    done = _read_jsonl_tolerant(done_path(out))
     kept_rows = _read_jsonl_tolerant(out)
     seen = {_normal(r["question"]) for r in kept_rows}
     finished = {int(r["passage_id"]) for r in done}
@@ -311,7 +312,7 @@ def synthesize(retriever, teacher, out: str | os.PathLike, *, passage_ids: Seque
     todo = [i for i in ids if i not in finished]
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="synth", unit="passage", disable=not show_progress)
-    with open(out, "a", encoding="utf-8") as kept_file, open(_done_path(out), "a", encoding="utf-8") as done_file:
+    with open(out, "a", encoding="utf-8") as kept_file, open(done_path(out), "a", encoding="utf-8") as done_file:
         for at in range(0, len(todo), cfg.batch_size):
             batch = todo[at : at + cfg.batch_size]
             texts = [" ".join(passages[i].text.split()[:MAX_PASSAGE_WORDS]) for i in batch]
