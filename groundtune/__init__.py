@@ -1,6 +1,6 @@
 """groundtune: adapt a frozen LLM to grounded dialogue and Korean instructions, cheaply, and measure it honestly."""
 
-__version__ = "0.1.0"
+from groundtune.version import __version__  # noqa: F401  (the package version, at the root as usual)
 
 
 def __getattr__(name: str):

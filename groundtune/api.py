@@ -72,7 +72,7 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
     from groundtune.tasks.grounded import load_eval_samples
 
     if index is not None:
-        from groundtune.retrieval.rag import check_retrieval
+        from groundtune.retrieval.pipelines import check_retrieval
 
         cfg.data.retrieval = check_retrieval({**(cfg.data.retrieval or {}), "index": str(index)},
                                              "--index / data.retrieval", cfg.data.format)

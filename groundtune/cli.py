@@ -14,10 +14,7 @@ from groundtune.metrics import METRICS as METRIC_NAMES  # light: the metric obje
 
 def _user_error(err: BaseException) -> bool:
     """Bad input or a refused action (as opposed to a bug): printed as one line, never as a traceback."""
-    import sys
-
-    models = sys.modules.get("groundtune.models")
-    return isinstance(err, GroundtuneError) or (models is not None and isinstance(err, models.ModelNotFound))
+    return isinstance(err, GroundtuneError)
 
 
 def fail(err: BaseException | str):

@@ -152,7 +152,7 @@ class DataConfig:
     def __post_init__(self):
         validate(self, "data.")
         if self.retrieval is not None:
-            from groundtune.retrieval.rag import check_retrieval
+            from groundtune.retrieval.pipelines import check_retrieval
 
             self.retrieval = check_retrieval(self.retrieval, "data.retrieval", self.format)
         if self.format not in FORMATS:
@@ -262,7 +262,3 @@ def _read_mapping(path: Path, error: type[Exception]) -> dict:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a TrainConfig from YAML; `overrides` (dotted keys) win over the file."""
     return from_dict(read_yaml(path, overrides), str(path))
-
-
-def to_yaml(config) -> str:
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True)

@@ -30,3 +30,8 @@ class ResumeError(ConfigError):
 
 class TrainingDiverged(GroundtuneError):
     """The loss or a trainable parameter became inf or nan; the last good checkpoint is kept."""
+
+
+class ModelNotFound(GroundtuneError, FileNotFoundError):
+    """A model that is not where it was asked for (a path, an embedded name, a package that is not installed).
+    Also a FileNotFoundError, as it was before it joined this family, so code that caught that still does."""

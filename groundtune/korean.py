@@ -29,11 +29,6 @@ def morphemes(text: str, *, drop_punct: bool = False) -> list[str]:
     return [t.form for t in get_kiwi().tokenize(text) if not (drop_punct and t.tag in PUNCT_TAGS)]
 
 
-def morphemes_batch(texts: Iterable[str], *, drop_punct: bool = False) -> list[list[str]]:
-    """`morphemes` over many texts in one Kiwi call, which is faster than one call per text."""
-    return [[form for form, tag in tokens if not (drop_punct and tag in PUNCT_TAGS)] for tokens in analyse_batch(texts)]
-
-
 def analyse_batch(texts: Iterable[str]) -> list[list[tuple[str, str]]]:
     """(form, tag) of each morpheme of each text, in one Kiwi call; empty texts give []."""
     texts = list(texts)

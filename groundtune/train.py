@@ -14,6 +14,10 @@ Two choices matter for speed:
 
 Checkpoints hold only the trainable parameters plus optimizer, scheduler, data position and RNG state, and are
 written atomically; `resume=True` continues bit-for-bit where a run stopped (even after SIGKILL).
+
+The loop sits below the config layer: it imports nothing above the data and methods layers, and reads a run
+config (groundtune.config.TrainConfig) only through its attributes, so that trainers anywhere (the rerankers
+in groundtune.retrieval) can use it without an import circle.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from groundtune.config import TrainConfig, to_yaml
 from groundtune.errors import ConfigError, OutputError, ResumeError, TrainingDiverged
 from groundtune.fileio import atomic_folder, atomic_write, guard_output, save_figure
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
@@ -140,8 +143,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
-    """The settings of `cfg` that differ from `saved` (the resumed run's) in a way that changes the result."""
+def resume_differences(saved: dict, cfg) -> list[str]:
+    """The settings of `cfg` (a TrainConfig) that differ from `saved` (the resumed run's) in a way that changes
+    the result."""
     from dataclasses import asdict
 
     before, now = _flat(saved), _flat(asdict(cfg))
@@ -156,7 +160,7 @@ def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
     return out
 
 
-def prepare_output(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, command: str = "train") -> None:
+def prepare_output(cfg, *, resume: bool = False, overwrite: bool = False, command: str = "train") -> None:
     """Check cfg.output_dir before any model loads (through the one output guard, fileio.guard_output). Without
     resume: it must be new or empty, or an earlier output of `command` with `overwrite`; it must not be one of the
     run's inputs. With resume: a checkpoint must be there, and its run must have had the same settings, except
@@ -228,7 +232,8 @@ class Schedule:
     decay: str = "cosine"  # cosine | linear, after the warm-up
 
     @classmethod
-    def of(cls, cfg: TrainConfig) -> "Schedule":
+    def of(cls, cfg) -> "Schedule":
+        """The schedule a run config (a TrainConfig) asks for."""
         return cls(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
                    warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                    grad_accum=cfg.grad_accum, precision=cfg.precision, seed=cfg.seed, save_every=cfg.save_every)
@@ -281,7 +286,7 @@ def _scheduler(optimizer, schedule: Schedule, total_steps: int):
     return make(optimizer, int(schedule.warmup_ratio * total_steps), total_steps)
 
 
-def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: TrainConfig | None = None,
+def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None,
         resume: bool = False, overwrite: bool = False, progress: bool = True, stop_after: int | None = None,
         desc: str = "train") -> FitResult:
     """The one training loop: AdamW over the trainable parameters, warm-up then cosine or linear decay,
@@ -342,12 +347,14 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config: Tra
     if config is not None:
         from dataclasses import asdict
 
-        state["config"] = asdict(config)  # what a resume is checked against
+        state["config"] = asdict(config)  # what a resume is checked against (and config.yaml below)
     accelerator.wait_for_everyone()  # every process has looked for a checkpoint before the main one writes
     if out is not None and accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if config is not None:
-            atomic_write(out / "config.yaml", to_yaml(config))
+            import yaml
+
+            atomic_write(out / "config.yaml", yaml.safe_dump(state["config"], sort_keys=False, allow_unicode=True))
 
     n_trainable = count_trainable(model)
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress or not accelerator.is_main_process,
@@ -453,10 +460,10 @@ def check_learning_rate(method: str, lr: float, *, force: bool = False, source: 
                           f"use at most about a tenth of that); lower it, or pass --force to train with it anyway")
 
 
-def train(cfg: TrainConfig, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
+def train(cfg, train_samples: list, *, model=None, tokenizer=None, resume: bool = False,
           overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
-    """Train `cfg.method` on `train_samples` (objects with .prompt and .answer): fit() with the answer-only
-    loss, then the adapter, losses and loss plot in cfg.output_dir. Returns where the adapter is.
+    """Train `cfg.method` (cfg: a TrainConfig) on `train_samples` (objects with .prompt and .answer): fit() with
+    the answer-only loss, then the adapter, losses and loss plot in cfg.output_dir. Returns where the adapter is.
 
     `model`/`tokenizer` default to `load_model(cfg.model)`; a model passed in must not have an adapter yet.
     Under `accelerate launch`, `cfg.batch_size` is per process (see fit); only the main process writes files,

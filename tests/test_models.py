@@ -69,3 +69,19 @@ def test_embedded_llama_adapter_has_paper_parameter_count():
     from groundtune.methods import count_trainable
 
     assert count_trainable(model) == 173_070
+
+
+def test_a_missing_model_is_a_groundtune_error_the_cli_prints_as_one_line(tmp_path):
+    """ModelNotFound joined the GroundtuneError family (the CLI's handler has no special case for it) and is
+    still a FileNotFoundError, as callers that caught that expect."""
+    from typer.testing import CliRunner
+
+    from groundtune.cli import app
+    from groundtune.errors import GroundtuneError
+
+    assert issubclass(ModelNotFound, GroundtuneError) and issubclass(ModelNotFound, FileNotFoundError)
+    missing = tmp_path / "no-model"
+    result = CliRunner().invoke(app, ["classify", "--model", str(missing), "--limit", "1"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == f"error: {missing} is neither a model folder nor a .gguf file"

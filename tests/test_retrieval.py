@@ -332,7 +332,7 @@ def mean_max_sim(folder, query: str, passage: str, query_tokens: int, passage_to
 
 def test_late_interaction_reranker_scores_mean_max_sim_and_reranks(tmp_path, documents, tiny_encoder):
     from groundtune.retrieval.late_interaction import LateInteractionReranker
-    from groundtune.retrieval.rerank import Reranker, mine_examples, train_reranker
+    from groundtune.retrieval.rerank import load_reranker, mine_examples, train_reranker
 
     passages = document_passages(documents, "structure")
     folder = build_index(passages, tmp_path / "index", dense=False, show_progress=False)
@@ -355,7 +355,7 @@ def test_late_interaction_reranker_scores_mean_max_sim_and_reranks(tmp_path, doc
     assert top[4] == retriever.rank([query], 5, method="bm25")[0][4]  # below the depth: first-stage order
     # a sentence-transformers MultiVectorEncoder folder of one's own loads as well (no groundtune record)
     (out / "groundtune_reranker.json").unlink()
-    assert isinstance(Reranker.load(out), LateInteractionReranker)
+    assert isinstance(load_reranker(out), LateInteractionReranker)
     with pytest.raises(ValueError, match="kind"):
         train_reranker(examples[:2], tmp_path / "r2", kind="colbert", base=tiny_encoder)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from groundtune import __version__
+from groundtune.version import __version__
 from groundtune.arch import model_shape
 from groundtune.fileio import atomic_folder
 from groundtune.methods import (attach, attached_config, check_counts, config_from_dict, config_to_dict, detach, get,

@@ -13,17 +13,9 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from groundtune.metrics.base import Metric, MetricScore
-from groundtune.metrics.bleu import SacreBLEU
-from groundtune.metrics.f1 import F1
-from groundtune.metrics.meteor import Meteor
 from groundtune.metrics.predictions import Predictions, read_predictions, write_predictions
+from groundtune.metrics.registry import METRICS
 from groundtune.metrics.report import Report
-from groundtune.metrics.rouge import Rouge
-
-# The one registry: the report, the CLI's --metrics help and the sweep's columns all read it, in this order
-# (the MultiDoc2Dial LLaMA-Adapter paper's Table 2 order, then ROUGE-1).
-METRICS: dict[str, Metric] = {m.name: m for m in (F1(), Meteor(), Rouge("ROUGE-L", "rougeL"), SacreBLEU(),
-                                                  Rouge("ROUGE-1", "rouge1"))}
 LANGS = ("en", "ko", "auto")
 
 __all__ = ["METRICS", "Metric", "MetricScore", "Predictions", "Report", "read_predictions", "resolve_lang",

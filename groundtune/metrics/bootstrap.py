@@ -49,7 +49,7 @@ def percentile_interval(scores: np.ndarray, level: float = LEVEL) -> tuple[float
 
 def intervals(report, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, tuple[float, float] | None]:
     """95% percentile bootstrap interval of every metric of `report` (None where the metric has no value)."""
-    from groundtune.metrics import METRICS
+    from groundtune.metrics.registry import METRICS
 
     weights = resample_weights(report.n, resamples, seed)
     out = {}
@@ -78,7 +78,7 @@ def paired_bootstrap(report_a, report_b, resamples: int = RESAMPLES, seed: int =
     """p-value per metric that systems a and b, scored on the same examples in the same order, differ by chance.
 
     Raises ValueError when the two reports are not over the same examples (their ids, when both have them)."""
-    from groundtune.metrics import METRICS
+    from groundtune.metrics.registry import METRICS
 
     if report_a.n != report_b.n:
         raise ValueError(f"a paired test needs the same examples: {report_a.n} vs {report_b.n} examples")

@@ -29,7 +29,7 @@ class F1(Metric):
     name = "F1"
 
     def settings(self, lang: str, **found) -> dict[str, object]:
-        from groundtune import __version__
+        from groundtune.version import __version__
 
         # The SQuAD v1.1 script's logic, written out here: it is a script, not a library to call.
         return {"tok": "squad+kiwi" if lang == "ko" else "squad", "lang": lang, "agg": "mean",

@@ -19,6 +19,7 @@ from groundtune.retrieval.bm25 import BM25Index
 from groundtune.retrieval.dense import DenseIndex
 from groundtune.retrieval.hybrid import tune_dense_weight, weighted_fusion
 from groundtune.retrieval.passages import Passage, read_passages, write_passages
+from groundtune.retrieval.pipelines import DEFAULT_DENSE_WEIGHT, FUSION_DEPTH, METHODS, RERANK_DEPTH, RERANKERS
 from groundtune.retrieval.queries import plain_query
 from groundtune.retrieval.tokenizer import Tokenizer
 
@@ -26,13 +27,6 @@ META_FILE = "index.json"
 PASSAGES_FILE = "passages.jsonl"
 BM25_DIR = "bm25"
 DENSE_DIR = "dense"
-METHODS = ("bm25", "dense", "hybrid")
-RERANKERS = ("rerank", "upr")  # "+rerank": the loaded reranker (train-reranker); "+upr": question likelihood under an LM
-FUSION_DEPTH = 100  # candidates taken from each retriever before fusion
-RERANK_DEPTH = 20  # candidates the cross-encoder re-scores
-# Dense weight in the fusion when no dev questions chose one (`groundtune index --dev`): on English
-# doc2dial the two retrievers are about as good (docs/retrieval.md), so they count equally (plain RRF).
-DEFAULT_DENSE_WEIGHT = 0.5
 
 
 def corpus_languages(texts: Sequence[str]) -> dict[str, float]:
@@ -155,9 +149,9 @@ class Retriever:
         if len(passages) != len(bm25) or (dense is not None and len(dense) != len(passages)):
             raise ValueError(f"{folder}: passages and indexes disagree in size; rebuild the index")
         if reranker is not None and not hasattr(reranker, "rerank"):
-            from groundtune.retrieval.rerank import Reranker
+            from groundtune.retrieval.rerank import load_reranker
 
-            reranker = Reranker.load(reranker)
+            reranker = load_reranker(reranker)
         return cls(passages, bm25, dense, reranker, meta)
 
     @property
@@ -269,14 +263,3 @@ def tune_fusion(retriever: Retriever, queries, *, show_progress: bool = False, b
     return {"dense_weight": weight, "chosen_on": f"{sum(map(bool, relevant))} dev questions",
             "objective": "mean of passage recall@1, recall@5, MRR", "scores": {f"{w:g}": round(s, 4) for w, s in scores.items()}}
 
-
-def set_fusion(folder: str | os.PathLike, fusion: dict) -> None:
-    """Record a fusion choice in an existing index's index.json (atomically)."""
-    from groundtune.fileio import atomic_write
-
-    path = Path(folder) / META_FILE
-    meta = json.loads(path.read_text())
-    if not meta.get("dense"):
-        raise ValueError(f"{folder}: the index has no dense vectors, so there is no fusion to set")
-    meta["fusion"] = fusion
-    atomic_write(path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")

@@ -26,7 +26,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from groundtune.retrieval.rerank import Reranker
+from groundtune.retrieval.reranker import Reranker
 
 KIND = "late-interaction"
 QUERY_TOKENS = 64  # the question and the newest turns of a MultiDoc2Dial query (its head)

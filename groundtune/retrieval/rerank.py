@@ -17,7 +17,7 @@ falls from 1.389 to 0.52 in 12 steps), but on fresh doc2dial questions it stays 
 hundred, and so does sentence-transformers' own CrossEncoderTrainer with BinaryCrossEntropyLoss on the same
 pairs (1.08 -> 1.02 over 20 steps of 16 pairs, chance 1.04). Late interaction keeps the encoder's token
 vectors, which already match related words, and learns in minutes on a CPU (see late_interaction.py).
-A cross-encoder checkpoint trained for re-ranking (e.g. an MS MARCO one) loads with `Reranker.load`.
+A cross-encoder checkpoint trained for re-ranking (e.g. an MS MARCO one) loads with `load_reranker`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Sequence
 from groundtune.fileio import atomic_folder
 from groundtune.retrieval.dense import default_encoder_path
 from groundtune.retrieval.evaluate import gold_passages, passages_by_doc
-from groundtune.retrieval.passages import Passage
 from groundtune.retrieval.queries import RetrievalQuery
+from groundtune.retrieval.reranker import Reranker
 
 TRAINING_FILE = "groundtune_reranker.json"
 # A MultiDoc2Dial query (question + history, newest first) often fills the whole cross-encoder window on its
@@ -48,50 +48,24 @@ def clip_query(tokenizer, query: str, max_tokens: int) -> str:
     return query if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
-class Reranker:
-    """Re-order the top of each ranking by `score` of (query, passage) pairs; subclasses say how to score."""
+def load_reranker(folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> Reranker:
+    """The reranker saved in `folder`: one `train_reranker` wrote (its kind is recorded), a
+    sentence-transformers MultiVectorEncoder, or a CrossEncoder."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a reranker folder (no config.json); train one with "
+                                "`groundtune train-reranker`")
+    info = folder / TRAINING_FILE
+    kind = json.loads(info.read_text()).get("kind", "cross-encoder") if info.is_file() else None
+    if kind is None:
+        st_config = folder / "config_sentence_transformers.json"
+        model_type = json.loads(st_config.read_text()).get("model_type") if st_config.is_file() else None
+        kind = "late-interaction" if model_type == "MultiVectorEncoder" else "cross-encoder"
+    if kind == "late-interaction":
+        from groundtune.retrieval.late_interaction import LateInteractionReranker
 
-    kind = "reranker"
-
-    def query_text(self, query: str) -> str:
-        """What the scorer reads of a MultiDoc2Dial query (default: all of it)."""
-        return query
-
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        raise NotImplementedError
-
-    def rerank(
-        self, queries: Sequence[str], ranked: list[list[tuple[int, float]]], passages: Sequence[Passage], *, depth: int = 20
-    ) -> list[list[tuple[int, float]]]:
-        """Re-order the top `depth` of each ranking by score (the rest keep their order after)."""
-        queries = [self.query_text(q) for q in queries]
-        pairs = [(q, passages[pid].text) for q, r in zip(queries, ranked) for pid, _ in r[:depth]]
-        scores = iter(self.score(pairs))  # one call for all queries: batches stay full
-        out = []
-        for r in ranked:
-            head = sorted(((pid, next(scores)) for pid, _ in r[:depth]), key=lambda x: -x[1])
-            out.append(head + list(r[depth:]))
-        return out
-
-    @staticmethod
-    def load(folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> "Reranker":
-        """The reranker saved in `folder`: one `train_reranker` wrote (its kind is recorded), a
-        sentence-transformers MultiVectorEncoder, or a CrossEncoder."""
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a reranker folder (no config.json); train one with "
-                                    "`groundtune train-reranker`")
-        info = folder / TRAINING_FILE
-        kind = json.loads(info.read_text()).get("kind", "cross-encoder") if info.is_file() else None
-        if kind is None:
-            st_config = folder / "config_sentence_transformers.json"
-            model_type = json.loads(st_config.read_text()).get("model_type") if st_config.is_file() else None
-            kind = "late-interaction" if model_type == "MultiVectorEncoder" else "cross-encoder"
-        if kind == "late-interaction":
-            from groundtune.retrieval.late_interaction import LateInteractionReranker
-
-            return LateInteractionReranker.load(folder, device=device, batch_size=batch_size)
-        return CrossEncoderReranker.load(folder, device=device, batch_size=batch_size)
+        return LateInteractionReranker.load(folder, device=device, batch_size=batch_size)
+    return CrossEncoderReranker.load(folder, device=device, batch_size=batch_size)
 
 
 class CrossEncoderReranker(Reranker):

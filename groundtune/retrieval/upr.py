@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from groundtune.retrieval.rerank import Reranker
+from groundtune.retrieval.reranker import Reranker
 
 PROMPT = "Passage: {passage}\nPlease write a question based on this passage.\nQuestion:"
 MAX_PASSAGE_TOKENS = 192
