@@ -220,7 +220,7 @@ def test_contextual_calibration_flips_a_label_bias(tokenizer, nsmc):
     for p_plain, p_cal in zip(plain.predictions, calibrated.predictions):
         assert p_cal["scores"] == pytest.approx(p_plain["scores"])
     # by hand, for one query: its content-free prompts, scored alone
-    task, query, shot = ClassifyTask(), queries[0], calibrated.predictions[0]["shots"]
+    task, shot = ClassifyTask(), calibrated.predictions[0]["shots"]
     examples = [r for r in pool if r.id in shot]
     cf = score_labels(model, tokenizer, [task.prompt(c, examples) for c in CONTENT_FREE], task.continuations(),
                       progress=False)[0]

@@ -14,7 +14,7 @@ from groundtune.cli import app
 from groundtune.config import DataConfig
 from groundtune.errors import DataError
 from groundtune.metrics import METRICS, score
-from groundtune.metrics.bootstrap import (SIGNATURE, intervals, paired_bootstrap, percentile_interval,
+from groundtune.metrics.bootstrap import (SIGNATURE, paired_bootstrap, percentile_interval,
                                           resample_weights, resampled_scores)
 from groundtune.metrics.report import Report
 from tiny import tiny_run_folder

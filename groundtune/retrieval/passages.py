@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from groundtune.errors import ConfigError
-from groundtune.fileio import jsonl_lines, read_text
+from groundtune.fileio import jsonl_lines
 
 SEGMENTATIONS = ("structure", "token")
 WINDOW_WORDS = 100  # MultiDoc2Dial's passage length for "token" segmentation

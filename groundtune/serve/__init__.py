@@ -15,21 +15,9 @@ import threading
 from pathlib import Path
 
 from groundtune.errors import GroundtuneError
+from groundtune.serve.gate import MIN_KEY_LENGTH, ServeError, check_api_key  # noqa: F401 (the package's names)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MIN_KEY_LENGTH = 16
-
-
-class ServeError(GroundtuneError):
-    """The server cannot start as asked (the message says why and what to change)."""
-
-
-def check_api_key(api_key: str | None) -> None:
-    """A key short enough to guess is refused: it guards the admin endpoints, which load files into the server."""
-    if api_key is not None and len(api_key) < MIN_KEY_LENGTH:
-        raise ServeError(f"--api-key is {len(api_key)} characters long; give at least {MIN_KEY_LENGTH}, e.g. one from "
-                         "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
-
 
 def check_bind(host: str, api_key: str | None) -> None:
     check_api_key(api_key)

@@ -272,7 +272,7 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
                max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
     """The app over a running engine. store: where uploads are kept (default: nowhere, they live in memory).
     The OpenAPI schema is not served (`app.openapi()` gives it, e.g. to a fuzzer)."""
-    from groundtune.serve import check_api_key
+    from groundtune.serve.gate import check_api_key
 
     check_api_key(api_key)
     server = Server(engine, grounding, api_key, store)

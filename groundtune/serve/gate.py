@@ -12,6 +12,22 @@ from __future__ import annotations
 import hmac
 import json
 
+from groundtune.errors import GroundtuneError
+
+MIN_KEY_LENGTH = 16
+
+
+class ServeError(GroundtuneError):
+    """The server cannot start as asked (the message says why and what to change)."""
+
+
+def check_api_key(api_key: str | None) -> None:
+    """A key short enough to guess is refused: it guards the admin endpoints, which load files into the server."""
+    if api_key is not None and len(api_key) < MIN_KEY_LENGTH:
+        raise ServeError(f"--api-key is {len(api_key)} characters long; give at least {MIN_KEY_LENGTH}, e.g. one from "
+                         "python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+
+
 PUBLIC = ("/", "/health", "/static/app.js", "/static/style.css")  # the chat page and the health check need no key
 UPLOAD = ("POST", "/admin/adapters")
 
