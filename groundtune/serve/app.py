@@ -3,8 +3,8 @@ chunks), a `citations` extension, admin endpoints that add and remove adapters, 
 
 Request extensions (the official client sends them through `extra_body`): `retrieval` (false: no passages from
 the index), `documents` (a list of texts or {text, title, doc_id}: ground on these instead of the index) and `k`
-(passages to retrieve). Responses carry `citations`: [{id, doc_id, title, text, score}]; a stream sends them in
-its first chunk, before any token.
+(passages to retrieve). Responses carry `citations`: [{id, doc_id, title, text, score, source}], where source
+reads file · page · title path; a stream sends them in its first chunk, before any token.
 
 No request names a file on the server: adapters are added by uploading their files (base64) to /admin/adapters,
 which needs the server's API key; the page's three files are fixed routes.
