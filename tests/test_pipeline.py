@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from groundtune.cli import app
 from groundtune.config import TrainConfig
-from groundtune.tasks.sweep import COLUMNS, expand, markdown_table, row
+from groundtune.tasks.sweep import CSV_COLUMNS, expand, markdown_table, row
 from tiny import tiny_run_folder
 
 runner = CliRunner()
@@ -69,9 +69,10 @@ def test_sweep_writes_table_csv_heatmap_and_curves(workspace):
     out = workspace / "sweep"
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["method"] for r in rows] == ["llama_adapter"] * 4 + ["lora"]
-    assert list(rows[0]) == COLUMNS
+    assert list(rows[0]) == CSV_COLUMNS
+    assert all(float(r["F1 lo"]) <= float(r["F1"]) <= float(r["F1 hi"]) for r in rows)  # the intervals
     assert (out / "heatmap.png").stat().st_size > 1000 and (out / "loss_curves.png").exists()
-    assert "| method | layer | length | learning rate | F1 | METEOR | ROUGE-L | SacreBLEU | ROUGE-1 |" in (
+    assert "| method | layer | length | learning rate | seed | F1 | METEOR | ROUGE-L | SacreBLEU | ROUGE-1 |" in (
         out / "results.md").read_text()
 
 
@@ -84,6 +85,6 @@ def test_grid_expansion_puts_run_keys_on_the_run_and_the_rest_on_the_method():
     assert cfg.method == {"method": "llama_adapter", "gate": "scalar", "layers": 10, "length": 10}
     assert name == "llama_adapter-layers10-length10-lr0.01"
     table = markdown_table([row(cfg, {"F1": 12.345, "METEOR": None, "ROUGE-L": 1.0, "SacreBLEU": 2.0})])
-    assert "| llama_adapter | 10 | 10 | 0.01 | 12.35 | n/a | 1.00 | 2.00 | n/a |" in table
+    assert "| llama_adapter | 10 | 10 | 0.01 | 42 | 12.35 | n/a | 1.00 | 2.00 | n/a |" in table
     lora = markdown_table([row(TrainConfig(method={"method": "lora", "r": 4, "alpha": 8}), {})])
     assert "| lora | all | r=4, α=8 |" in lora  # each method describes its own settings (its registry entry)

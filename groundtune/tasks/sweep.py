@@ -40,6 +40,8 @@ from groundtune.metrics.report import Report
 SETTING_COLUMNS = ["method", "layer", "length", "learning rate", "seed"]
 RUN_COLUMNS = ["trainable params", "train s", "peak RSS MB", "p vs best", "differs from best"]
 COLUMNS = SETTING_COLUMNS + list(METRICS) + RUN_COLUMNS  # every metric of the registry, in its order
+# results.csv: each score followed by its interval's bounds
+CSV_COLUMNS = SETTING_COLUMNS + [c for m in METRICS for c in (m, f"{m} lo", f"{m} hi")] + RUN_COLUMNS
 BEST_BY = "F1"  # the metric that picks the best row, and the one "differs from best" is tested on
 ALPHA = 0.05
 _RUN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -164,7 +166,7 @@ def markdown_table(rows: list[dict], signatures: list[str] | None = None, pairs:
 
 def csv_table(rows: list[dict]) -> str:
     """One column per setting and score, each score followed by its interval's bounds ("F1 lo", "F1 hi")."""
-    fields = SETTING_COLUMNS + [f for m in METRICS for f in (m, f"{m} lo", f"{m} hi")] + RUN_COLUMNS
+    fields = CSV_COLUMNS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
