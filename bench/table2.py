@@ -151,7 +151,6 @@ def main():
     args = parser.parse_args()
     started = time.perf_counter()
 
-    from groundtune.data.grounded import split_by_dialogue  # noqa: F401  (the split below is by dialogue too)
     from groundtune.tasks.sweep import plan, run_sweep
 
     if args.smoke:
@@ -240,6 +239,10 @@ def main():
     missing = set(JSON_KEYS) - set(result)
     assert not missing, missing
     print(json.dumps({k: result[k] for k in JSON_KEYS}, ensure_ascii=False))
+    if args.smoke:  # a failed smoke keeps its folder (the cells' log is in it); a passing one leaves nothing behind
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -301,6 +301,7 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
 
     path = Path(path)
     out, cells = plan(path, out_dir)
+    planned = [name for name, _, _ in cells]  # `compare` may name cells that `only` leaves out: they are skipped
     if only is not None:
         unknown = sorted(set(only) - {name for name, _, _ in cells})
         if unknown:
@@ -323,7 +324,7 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
     atomic_write(out / MARKER, json.dumps({"sweep": str(path), "cells": {n: s for n, _, s in cells}}, indent=2) + "\n")
     sweep = read_yaml(path)
     names = [name for name, _, _ in cells]
-    compare_pairs(sweep, names, {}, str(path))  # a misnamed pair fails before the first cell trains
+    compare_pairs(sweep, planned, {}, str(path))  # a misnamed pair fails before the first cell trains
     rows, curves, signatures, reports, failed = [], {}, [], {}, {}
     for name, cfg, state in cells:
         if state != "done":
@@ -342,7 +343,7 @@ def run_sweep(path: str | Path, out_dir: str | Path | None = None, progress: boo
         signatures = result.get("signatures", signatures)
         curves[name] = result["losses"]
         _write_tables(out, rows, [reports[n] for n in names[:len(rows)]], signatures, [])
-    pairs = compare_pairs(sweep, names, reports, str(path))
+    pairs = compare_pairs(sweep, planned, reports, str(path))
     _write_tables(out, rows, [reports[n] for n in names], signatures, pairs)
     atomic_write(out / "results.json", json.dumps({"rows": [{"cell": n, **r} for n, r in zip(names, rows)],
                                                    "compare": pairs, "failed": failed, "signatures": signatures},
