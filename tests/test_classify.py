@@ -197,16 +197,22 @@ def test_cli_with_an_adapter_folder(tmp_path, tokenizer):
     assert len(report["predictions"]) == 6 and "accuracy" in result.output
 
 
+def biased_towards_positive(tokenizer, bias: float = 8.0):
+    """A tiny model whose LM head adds `bias` to every token of 긍정: it says 긍정 whatever the review."""
+    model = tiny_for("gpt_neox", tokenizer)
+    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
+    shift = torch.zeros(len(tokenizer))
+    shift[positive] = bias
+    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + shift)
+    return model
+
+
 def test_contextual_calibration_flips_a_label_bias(tokenizer, nsmc):
     """A model biased towards 긍정 says 긍정 for every review; calibrated against content-free inputs written with
     the same examples, the bias is divided out: those inputs become uniform and the reviews are no longer all 긍정."""
     from groundtune.tasks.classify import CONTENT_FREE, calibrate_scores
 
-    model = tiny_for("gpt_neox", tokenizer)
-    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
-    bias = torch.zeros(len(tokenizer))
-    bias[positive] = 8.0
-    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    model = biased_towards_positive(tokenizer)
     rows, pool = nsmc
     queries = rows[:16]
     plain = classify(model, tokenizer, queries, shots=1, pool=pool, batch_size=8, progress=False)
@@ -239,11 +245,7 @@ def test_batch_calibration_balances_the_mean_prediction(tokenizer, nsmc):
     probabilities average to uniform (geometrically, before renormalising: checked against the formula)."""
     from groundtune.tasks.classify import batch_calibrate
 
-    model = tiny_for("gpt_neox", tokenizer)
-    positive = _split_ids(tokenizer, ClassifyTask().prompt("x"), [" 부정", " 긍정"])[1][1]
-    bias = torch.zeros(len(tokenizer))
-    bias[positive] = 8.0
-    model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+    model = biased_towards_positive(tokenizer)
     rows, pool = nsmc
     result = classify(model, tokenizer, rows[:16], shots=1, pool=pool, batch_size=8, progress=False,
                       calibration="batch")

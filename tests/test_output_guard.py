@@ -140,12 +140,7 @@ def test_glue_refuses_a_non_empty_output_dir(tmp_path):
 # --- nonsense written ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def merge_models(tmp_path_factory):
-    from test_merge import make_model
-
-    root = tmp_path_factory.mktemp("guard_merge")
-    return {name: make_model(root / name, seed) for seed, name in enumerate(("base", "chat", "cp"))}
+from test_bad_input import merge_models  # noqa: E402,F401  (three tiny models to merge)
 
 
 def test_merge_ratio_that_overflows_writes_nothing(merge_models, tmp_path):
