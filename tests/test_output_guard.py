@@ -14,22 +14,13 @@ import yaml
 
 from groundtune import fileio
 from groundtune.cli import app
-from test_bad_input import cli, refused, run_config, snapshot
-from tiny import tiny_run_folder
+from test_bad_input import cli, index_dir, refused, run_config, snapshot, workspace  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
-    root = tiny_run_folder(tmp_path_factory.mktemp("guard"), 8, 4, [])
-    (root / "docs.txt").write_text("Renew your licence online.\n\nA lapsed insurance policy needs a new quote.\n\n"
-                                   "Pay the fee at the office.\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def index_dir(ws):
-    assert cli("index", ws / "docs.txt", "-o", ws / "index", "--no-dense").exit_code == 0
-    return ws / "index"
+def ws(workspace):
+    """The bad-input tests' tiny run folder (model, data, docs.txt), built once for this module."""
+    return workspace
 
 
 def _questions(index_dir, path):
