@@ -100,3 +100,16 @@ def test_a_name_cannot_be_taken_twice():
 
     with pytest.raises(ValueError, match="toy_shift"):
         register(Method(Other, _attach, _detach))
+
+
+def test_capabilities_are_declared_on_the_registry_entry():
+    """The server and exporters read what a method can do from its registry entry, never from name lists."""
+    caps = {name: (m.prefix_safe, m.mixable, m.mergeable) for name, m in methods.registry().items()}
+    assert caps["lora"] == (True, True, True)
+    assert caps["bitfit"] == (True, False, True) and caps["full"] == (True, False, True)
+    assert caps["llama_adapter"] == (False, True, False)
+    for name in ("prompt_tuning", "dept", "accept"):
+        assert caps[name] == (False, True, False)
+        assert methods.virtual_tokens(methods.config_from_dict({"method": name, "length": 7})) == 7
+    assert caps["toy_shift"] == (False, False, False)  # what a method declares nothing about gets: the safe side
+    assert methods.virtual_tokens(ToyShiftConfig()) == 0

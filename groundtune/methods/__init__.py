@@ -18,6 +18,16 @@ The contract:
   the config and the model's shapes alone (nothing allocated), so a server can refuse an adapter too large
   for it before loading it; ``read_peft_config(meta)`` builds the config from a peft folder's
   adapter_config.json (for methods that load peft folders).
+
+Capabilities, declared on the registry entry so that no other module keeps lists of method names:
+- ``virtual_tokens(config) -> int``: tokens the method puts before the text (the server counts them against the
+  context length); default none;
+- ``prefix_safe``: the forward over a prompt prefix does not depend on what follows it, so a prefix shared by
+  a batch's rows can be prefilled once (the base, LoRA, BitFit);
+- ``mixable``: requests for different adapters of this method can share one batch, row by row (False for a
+  method that changes weights every row shares, such as BitFit and full fine-tuning);
+- ``mergeable``: the trained parameters fold into the base weights, so the result is a plain model any engine
+  loads.
 """
 
 from __future__ import annotations
@@ -43,6 +53,10 @@ class Method:
     describe: Callable | None = None
     parameter_count: Callable | None = None
     read_peft_config: Callable | None = None
+    virtual_tokens: Callable | None = None
+    prefix_safe: bool = False
+    mixable: bool = False
+    mergeable: bool = False
 
     @property
     def name(self) -> str:
@@ -153,6 +167,12 @@ def describe(config) -> dict[str, Any]:
     """A method's sweep-table cells: which layers it adapts and its length (or rank)."""
     method = get(config.method)
     return method.describe(config) if method.describe else {"layer": "-", "length": "-"}
+
+
+def virtual_tokens(config) -> int:
+    """How many virtual tokens the method of `config` puts before the text (0 for most methods)."""
+    method = get(config.method)
+    return int(method.virtual_tokens(config)) if method.virtual_tokens else 0
 
 
 def parameter_count(model, config) -> int | None:

@@ -372,4 +372,7 @@ def prompt_method(config: type, build, describe, parameter_count) -> Method:
     `parameter_count(config, hidden)` counts the transform's parameters (the task head is added here)."""
     return Method(config, lambda model, c: attach_transform(model, build(model, c)), detach,
                   optimizer_groups=optimizer_groups, describe=describe,
+                  # the prompt vectors come first, so a shared text prefix is not a shared prefix of the input;
+                  # each row's vectors can be its own, so rows of different adapters can share a batch
+                  virtual_tokens=lambda c: c.length, mixable=True,
                   parameter_count=lambda model, c: parameter_count(c, hidden_size(model)) + head_parameters(model))

@@ -45,4 +45,5 @@ def parameter_count(model, config: BitFitConfig) -> int:
 
 
 register(Method(BitFitConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "biases"},
-                parameter_count=parameter_count))
+                parameter_count=parameter_count,
+                prefix_safe=True, mergeable=True))

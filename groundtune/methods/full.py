@@ -31,4 +31,5 @@ def detach(model):
 
 
 register(Method(FullConfig, attach, detach, describe=lambda config: {"layer": "all", "length": "all"},
-                parameter_count=lambda model, config: sum(p.numel() for p in model.parameters())))
+                parameter_count=lambda model, config: sum(p.numel() for p in model.parameters()),
+                prefix_safe=True, mergeable=True))

@@ -203,4 +203,5 @@ def parameter_count(model, config: LlamaAdapterConfig) -> int:
 
 register(Method(LlamaAdapterConfig, attach, detach, describe=lambda config: {"layer": config.layers,
                                                                               "length": config.length},
-                parameter_count=parameter_count))
+                parameter_count=parameter_count,
+                mixable=True))

@@ -167,4 +167,5 @@ def _lora_shape_problems(model, weights: Path) -> list[str]:
 
 register(Method(LoraConfig, attach, detach, save=save, load=load, peft_types=("LORA",), parameter_count=parameter_count,
                 read_peft_config=read_peft_config,
-                describe=lambda config: {"layer": "all", "length": f"r={config.r}, α={config.alpha}"}))
+                describe=lambda config: {"layer": "all", "length": f"r={config.r}, α={config.alpha}"},
+                prefix_safe=True, mixable=True, mergeable=True))

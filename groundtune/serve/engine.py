@@ -33,9 +33,6 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from groundtune.errors import GroundtuneError
 
-PROMPT_METHODS = ("prompt_tuning", "dept", "accept")  # they put `length` virtual tokens before the text
-PREFIX_SAFE_METHODS = ("lora", "bitfit")  # with the base: a shared prompt prefix can be prefilled once
-
 
 def _takes(model, name: str) -> bool:
     import inspect
@@ -67,7 +64,9 @@ class AdapterState:
 
     @property
     def virtual_tokens(self) -> int:
-        return int(getattr(self.config, "length", 0)) if self.method in PROMPT_METHODS else 0
+        from groundtune.methods import virtual_tokens
+
+        return virtual_tokens(self.config)
 
 
 _ids = itertools.count(1)
@@ -403,7 +402,9 @@ class Engine:
         row keeps at least one token of its own, so generation starts from a prefill step."""
         if len(batch) < 2 or self.min_shared_prefix <= 0:
             return 0
-        if batch[0].adapter is not None and batch[0].adapter.method not in PREFIX_SAFE_METHODS:
+        from groundtune.methods import get
+
+        if batch[0].adapter is not None and not get(batch[0].adapter.method).prefix_safe:
             return 0
         first, n = batch[0].prompt_ids, min(len(r.prompt_ids) for r in batch) - 1
         for r in batch[1:]:
