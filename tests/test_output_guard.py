@@ -150,17 +150,17 @@ def test_merge_ratio_that_overflows_writes_nothing(merge_models, tmp_path):
 def test_merge_finite_check_is_exact_in_every_dtype():
     import torch
 
-    from groundtune.merge.chat_vector import _Stream
+    from groundtune.merge.stream import Stream
 
-    stream = _Stream(64, 0, False, "test")
+    stream = Stream(64, 0, False, "test")
     try:
         for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
             x = torch.linspace(-3, 3, 64).to(dtype)
-            assert stream._non_finite(x) == 0, dtype
+            assert stream.non_finite(x) == 0, dtype
             x[3], x[40] = float("inf"), float("nan")
-            assert stream._non_finite(x) == 2, dtype
+            assert stream.non_finite(x) == 2, dtype
         # bfloat16 values near its limit overflow a float32 sum, yet every one of them is finite
-        assert stream._non_finite(torch.full((64,), 3e38, dtype=torch.bfloat16)) == 0
+        assert stream.non_finite(torch.full((64,), 3e38, dtype=torch.bfloat16)) == 0
     finally:
         stream.writes.stop()
 

@@ -12,6 +12,9 @@ Rules per target tensor, in order:
    w × (chat[chat id] − base[chat id]), the row-wise form of the paper code's special-token handling;
 3. otherwise every vector must have the tensor with the same shape; all problems are listed at once, before
    anything is written.
+
+This module is the arithmetic and the plan (which tensor gets what, `_Job`) and the YAML recipe; reading chunks,
+the inf / nan check and the threaded shard writing are stream.py's, which any merge method can reuse.
 """
 
 from __future__ import annotations
@@ -19,13 +22,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fnmatch
-import functools
 import json
 import math
 import os
-import queue
-import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +32,13 @@ from typing import Iterable, Sequence
 
 import torch
 
-from groundtune.fileio import atomic_folder, guard_output
-from groundtune.merge.checkpoint import DTYPES, Checkpoint, MergeError, TensorEntry
+from groundtune.fileio import atomic_folder
+from groundtune.merge.checkpoint import Checkpoint, MergeError, TensorEntry
 from groundtune.merge.files import adopt_chat_format, copy_model_files, eos_ids
-from groundtune.merge.writer import ShardWriter, TensorSpec, parse_size, plan_shards, shard_names, write_index
+from groundtune.merge.stream import CHUNK_ELEMENTS, Stream, TensorJob, prepare_output, write_checkpoint
+from groundtune.merge.writer import TensorSpec
 
 VOCAB_PATTERNS = ("*embed_tokens.*", "*embed_in.*", "*embed_out.*", "*wte.*", "*word_embeddings.*", "*lm_head.*")
-CHUNK_ELEMENTS = 1 << 20  # per read: 4 MB float32 buffers stay in cache and keep memory flat
 VECTOR_PREFIX = "vector"  # a saved vector's shards are vector*.safetensors, so nothing loads it as a model
 VECTOR_META = "chat_vector.json"
 RECIPE = "groundtune_merge.json"
@@ -164,7 +163,7 @@ class _Term:
     def entries(self, name: str) -> list[TensorEntry | None]:
         return [s.tensors.get(name) for s in self.sources]
 
-    def diff_into(self, stream: "_Stream", name: str, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+    def diff_into(self, stream: Stream, name: str, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
         """(chat − base)[start:stop] of the flattened tensor, or the saved vector's, into `out`."""
         first = self.sources[0]
         stream.load(first, first.tensors[name], start, stop, out)
@@ -179,202 +178,51 @@ class _Term:
 
 
 @dataclass
-class _Job:
-    """One output tensor and how to make it."""
+class _Job(TensorJob):
+    """One output tensor and how to make it: the target's tensor plus each term's, only some rows of it (`rows`),
+    the target's unchanged (no terms), or, extracting, the one term's difference alone (no target)."""
 
     spec: TensorSpec
     target: TensorEntry | None  # None when extracting a vector
     terms: list[_Term]
     rows: dict[int, int] | None = None  # row mode: target row -> chat row
+    checkpoint: Checkpoint | None = None  # the target's, which `target` is read from
 
+    def unchanged_source(self) -> tuple[Checkpoint, TensorEntry] | None:
+        return None if self.terms else (self.checkpoint, self.target)
 
-class _Writes:
-    """Runs file writes on one thread, so the disk works while the next chunk is read and computed."""
-
-    def __init__(self, depth: int):
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._error: BaseException | None = None
-        self._cancelled = False
-        self._thread = threading.Thread(target=self._loop, name="groundtune-merge-writer", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            task = self._queue.get()
-            try:
-                if task is None:
-                    return
-                if self._error is None and not self._cancelled:
-                    task()
-            except BaseException as err:  # handed to the main thread at its next submit or drain
-                self._error = err
-            finally:
-                self._queue.task_done()
-
-    def submit(self, task) -> None:
-        self._raise()
-        self._queue.put(task)
-
-    def drain(self) -> None:
-        self._queue.join()
-        self._raise()
-
-    def stop(self, cancel: bool = False) -> None:
-        """End the thread; with `cancel`, writes still queued are dropped (the output is being discarded)."""
-        self._cancelled |= cancel
-        if not self._thread.is_alive():
+    def compute(self, stream: Stream, start: int, stop: int, acc: torch.Tensor) -> None:
+        if self.target is None:  # extraction: the vector itself
+            self.terms[0].diff_into(stream, self.spec.name, start, stop, acc)
             return
-        self._queue.put(None)
-        self._thread.join()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-
-class _Stream:
-    """Runs jobs chunk by chunk with buffers allocated once, so memory stays flat across tensors.
-
-    Results go to a ring of output buffers that the writer thread drains; the ring has two more slots than the
-    queue holds, so a slot is never refilled while its write is pending.
-    """
-
-    def __init__(self, chunk_elements: int, total_bytes: int, progress: bool, desc: str, depth: int = 8):
-        from tqdm.auto import tqdm
-
-        self.chunk = chunk_elements
-        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
-        self._zeros: dict[torch.dtype, torch.Tensor] = {}
-        self._ring = [torch.empty(chunk_elements * 8, dtype=torch.uint8) for _ in range(depth + 2)]
-        self._next = 0
-        self.writes = _Writes(depth)
-        self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc, disable=not progress)
-
-    def buffer(self, role: str, dtype: torch.dtype, n: int) -> torch.Tensor:
-        buf = self._buffers.get((role, dtype))
-        if buf is None:
-            buf = self._buffers[(role, dtype)] = torch.empty(self.chunk, dtype=dtype)
-        return buf[:n]
-
-    def _slot(self, dtype: torch.dtype, n: int) -> torch.Tensor:
-        slot = self._ring[self._next]
-        self._next = (self._next + 1) % len(self._ring)
-        return slot[: n * dtype.itemsize].view(dtype)
-
-    def _emit(self, writer: ShardWriter, out: torch.Tensor) -> None:
-        self.writes.submit(functools.partial(writer.write, out))
-        self.bar.update(out.numel() * out.element_size())
-
-    def load(self, ckpt: Checkpoint, entry: TensorEntry, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """Elements [start, stop) into `out`, converting from the stored dtype when they differ."""
-        if entry.torch_dtype == out.dtype:
-            return ckpt.read_into(entry, start, stop, out)
-        return out.copy_(ckpt.read_into(entry, start, stop, self.buffer("raw", entry.torch_dtype, stop - start)))
-
-    def run(self, job: _Job, target: Checkpoint | None, writer: ShardWriter) -> None:
-        spec, numel = job.spec, math.prod(job.spec.shape)
-        stored = DTYPES[spec.dtype]
-        compute = torch.float64 if stored == torch.float64 else torch.float32
-        for start in range(0, numel, self.chunk):
-            stop = min(numel, start + self.chunk)
-            n = stop - start
-            if not job.terms:  # kept unchanged: bytes straight through
-                self._emit(writer, target.read_into(job.target, start, stop, self._slot(stored, n)))
-                continue
-            acc = self._slot(stored, n) if stored == compute else self.buffer("acc", compute, n)
-            if job.target is None:  # extraction: the vector itself
-                job.terms[0].diff_into(self, spec.name, start, stop, acc)
-            else:
-                self.load(target, job.target, start, stop, acc)
-                if job.rows is None:
-                    self._add(job.terms, spec.name, start, stop, acc)
-                else:
-                    self._add_rows(job, start, stop, acc)
-            result = acc if stored == compute else self._slot(stored, n).copy_(acc)
-            bad = self._non_finite(result)
-            if bad:
-                raise MergeError(f"{spec.name}: the result holds {bad} inf or nan value(s) in elements {start}-{stop} "
-                                 f"(in {spec.dtype}), so nothing was written; a ratio is too large, or an input holds "
-                                 "non-finite values")
-            self._emit(writer, result)
-
-    def _non_finite(self, x: torch.Tensor) -> int:
-        """How many elements of the 1-D chunk `x` are inf or nan. isfinite().all() costs ten times the merge's own
-        arithmetic, so a cheap exact test comes first: x · 0 is nan exactly when an element is inf or nan; a
-        16-bit chunk's float32 sum can only overflow for bfloat16 values near its limit, so a non-finite sum is
-        confirmed element by element."""
-        if x.dtype in (torch.float32, torch.float64):
-            zeros = self._zeros.get(x.dtype)
-            if zeros is None:
-                zeros = self._zeros[x.dtype] = torch.zeros(self.chunk, dtype=x.dtype)
-            quick = torch.dot(x, zeros[: x.numel()])
+        stream.load(self.checkpoint, self.target, start, stop, acc)
+        if self.rows is None:
+            _add(stream, self.terms, self.spec.name, start, stop, acc)
         else:
-            quick = x.sum(dtype=torch.float32)
-        if bool(torch.isfinite(quick)):
-            return 0
-        return int((~torch.isfinite(x)).sum())
+            self._add_rows(stream, start, stop, acc)
 
-    def _add(self, terms: list[_Term], name: str, start: int, stop: int, acc: torch.Tensor) -> None:
-        for term in terms:
-            diff = term.diff_into(self, name, start, stop, self.buffer("diff", acc.dtype, stop - start))
-            # mul then add, not add(alpha=): the fused form rounds differently in vectorized and tail loops,
-            # so results would depend on where a chunk starts.
-            if term.ratio != 1:
-                diff.mul_(term.ratio)
-            acc.add_(diff)
-
-    def _add_rows(self, job: _Job, start: int, stop: int, acc: torch.Tensor) -> None:
-        width = math.prod(job.spec.shape[1:])
-        keys = sorted(job.rows)
+    def _add_rows(self, stream: Stream, start: int, stop: int, acc: torch.Tensor) -> None:
+        """Each mapped target row of this chunk gets the terms' chat row, the rest stays the target's."""
+        width = math.prod(self.spec.shape[1:])
+        keys = sorted(self.rows)
         i = bisect.bisect_left(keys, start // width)
         while i < len(keys) and keys[i] * width < stop:
-            row, src = keys[i], job.rows[keys[i]]
+            row, src = keys[i], self.rows[keys[i]]
             lo, hi = max(start, row * width), min(stop, (row + 1) * width)
             src_lo = src * width + lo - row * width
-            self._add(job.terms, job.spec.name, src_lo, src_lo + hi - lo, acc[lo - start:hi - start])
+            _add(stream, self.terms, self.spec.name, src_lo, src_lo + hi - lo, acc[lo - start:hi - start])
             i += 1
 
 
-def _write_checkpoint(folder: Path, prefix: str, jobs: list[_Job], target: Checkpoint | None, max_shard_size,
-                      chunk_elements: int, progress: bool, desc: str) -> int:
-    """Stream every job into shards (and an index) inside `folder`; returns the bytes of tensor data."""
-    specs = [job.spec for job in jobs]
-    shards = plan_shards(specs, parse_size(max_shard_size))
-    names = shard_names(prefix, len(shards))
-    total = sum(s.nbytes for s in specs)
-    stream = _Stream(chunk_elements, total, progress, desc)
-    jobs_left, writers = iter(jobs), []
-    # Elementwise work on cache-sized chunks is memory-bound: more OpenMP threads only add barrier waits, which
-    # stall badly (tens of times slower) when the cores are shared with other work, such as our own writer.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for shard, name in zip(shards, names):
-            writers.append(ShardWriter(folder / name, shard))
-            for _ in shard:
-                stream.run(next(jobs_left), target, writers[-1])
-            stream.writes.submit(writers[-1].close)
-        stream.writes.drain()
-    except BaseException:
-        stream.writes.stop(cancel=True)
-        for writer in writers:
-            writer.abort()
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        stream.writes.stop()
-        stream.bar.close()
-    write_index(folder, prefix, shards, names)
-    return total
-
-
-def _prepare_out(out: Path, inputs: Iterable[Path], overwrite: bool, needed: int, command: str) -> None:
-    guard_output(out, command=command, inputs=inputs, overwrite=overwrite, flag="--overwrite", error=MergeError)
-    parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(parent).free
-    if free < needed:
-        raise MergeError(f"{parent} has {free / 1e9:.1f} GB free but the result needs {needed / 1e9:.1f} GB")
+def _add(stream: Stream, terms: list[_Term], name: str, start: int, stop: int, acc: torch.Tensor) -> None:
+    """acc += Σ ratio × term, over elements [start, stop) of the flattened tensor `name`."""
+    for term in terms:
+        diff = term.diff_into(stream, name, start, stop, stream.buffer("diff", acc.dtype, stop - start))
+        # mul then add, not add(alpha=): the fused form rounds differently in vectorized and tail loops,
+        # so results would depend on where a chunk starts.
+        if term.ratio != 1:
+            diff.mul_(term.ratio)
+        acc.add_(diff)
 
 
 def load_token_map(token_map) -> dict[int, int] | None:
@@ -418,22 +266,22 @@ def _plan_merge(target: Checkpoint, terms: list[_Term], skip: Sequence[str], tok
         pattern = _matches(name, skip)
         if pattern or not entry.is_float:
             report.copied[name] = f"matches skip pattern {pattern!r}" if pattern else "not floating point"
-            jobs.append(_Job(spec, entry, []))
+            jobs.append(_Job(spec, entry, [], checkpoint=target))
             continue
         terms_here = [t for t in terms if name not in t.skipped]
         if not terms_here:
             report.copied[name] = "no vector has it"
-            jobs.append(_Job(spec, entry, []))
+            jobs.append(_Job(spec, entry, [], checkpoint=target))
             continue
         is_vocab = _matches(name, VOCAB_PATTERNS) is not None
         if is_vocab and (vocab_differs or token_map):
             if not token_map:
                 report.copied[name] = (f"vocabulary sizes differ ({', '.join(map(str, sorted(vocab_sizes - {None})))})"
                                        "; give a token map to carry special-token rows")
-                jobs.append(_Job(spec, entry, []))
+                jobs.append(_Job(spec, entry, [], checkpoint=target))
                 continue
             problems += _check_rows(name, entry, terms_here, token_map)
-            jobs.append(_Job(spec, entry, terms_here, rows=token_map))
+            jobs.append(_Job(spec, entry, terms_here, rows=token_map, checkpoint=target))
             report.rows[name] = len(token_map)
             continue
         for term in terms_here:
@@ -442,7 +290,7 @@ def _plan_merge(target: Checkpoint, terms: list[_Term], skip: Sequence[str], tok
                     problems.append(f"{name}: missing from {source.folder}")
                 elif other.shape != entry.shape:
                     problems.append(f"{name}: {list(other.shape)} in {source.folder}, {list(entry.shape)} in the target")
-        jobs.append(_Job(spec, entry, terms_here))
+        jobs.append(_Job(spec, entry, terms_here, checkpoint=target))
         report.merged += 1
     if problems:
         raise MergeError(f"{len({p.split(':')[0] for p in problems})} tensor(s) cannot be merged, nothing was "
@@ -508,9 +356,9 @@ def merge(target: str | os.PathLike, vectors: Sequence[Vector | dict], out: str 
             stack.callback(terms[-1].close)
         jobs = _plan_merge(target_ckpt, terms, skip, token_map, report)
         inputs = [target] + [s.folder for t in terms for s in t.sources]
-        _prepare_out(out, inputs, overwrite, target_ckpt.total_bytes, "merge")
+        prepare_output(out, inputs, overwrite, target_ckpt.total_bytes, "merge")
         with atomic_folder(out) as tmp:
-            report.bytes_written = _write_checkpoint(tmp, "model", jobs, target_ckpt, max_shard_size,
+            report.bytes_written = write_checkpoint(tmp, "model", jobs, max_shard_size,
                                                      chunk_elements, progress, "merge")
             copy_model_files(target, tmp)
             if template_from != "target":
@@ -582,9 +430,9 @@ def extract_vector(base: str | os.PathLike, chat: str | os.PathLike, out: str | 
                              + "\n  ".join(problems[:_MAX_LISTED])
                              + "\nSkip them with a pattern (e.g. --skip '*norm*').")
         needed = sum(j.spec.nbytes for j in jobs)
-        _prepare_out(out, [Path(base), Path(chat)], overwrite, needed, "merge extract")
+        prepare_output(out, [Path(base), Path(chat)], overwrite, needed, "merge extract")
         with atomic_folder(out) as tmp:
-            report.bytes_written = _write_checkpoint(tmp, VECTOR_PREFIX, jobs, None, max_shard_size,
+            report.bytes_written = write_checkpoint(tmp, VECTOR_PREFIX, jobs, max_shard_size,
                                                      chunk_elements, progress, "extract")
             copy_model_files(Path(chat), tmp, exclude=("config.json",))
             if not (tmp / "generation_config.json").is_file() and eos_ids(Path(chat)):
