@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from groundtune.errors import GroundtuneError
 from groundtune.metrics import METRICS as METRIC_NAMES  # light: the metric objects import their libraries lazily
+from groundtune.retrieval.pipelines import first_stages, usage  # light: the stages import their libraries lazily
 
 
 def _user_error(err: BaseException) -> bool:
@@ -342,15 +343,17 @@ def retrieve(
     query: Optional[str] = typer.Argument(None, help="The user's question (omit with --eval)."),
     history: list[str] = typer.Option([], "--history", help="An earlier turn as 'role: utterance', oldest first; repeat."),
     k: int = typer.Option(5, "-k", help="Passages to return (with --eval: recall is reported at 1, 5 and 10)."),
-    method: Optional[str] = typer.Option(None, help="bm25, dense or hybrid (weighted reciprocal rank fusion); "
-                                         "default: the index's (index.json fusion: hybrid, or bm25 when the dense "
-                                         "weight is 0, e.g. an English encoder on a Korean corpus)."),
+    method: Optional[str] = typer.Option(None, help=f"A first stage: {', '.join(first_stages())} (hybrid: "
+                                         "weighted reciprocal rank fusion); default: the index's (index.json fusion: "
+                                         "hybrid, or bm25 when the dense weight is 0, e.g. an English encoder on a "
+                                         "Korean corpus)."),
     reranker: Optional[Path] = typer.Option(None, help="Reranker folder from `groundtune train-reranker` (or a "
                                             "sentence-transformers CrossEncoder / MultiVectorEncoder): re-scores the top 20."),
     eval_: list[Path] = typer.Option([], "--eval", exists=True, help="Score retrieval instead: doc2dial / MultiDoc2Dial "
                                      "dialogue files, or reading-comprehension .jsonl question files; repeatable."),
-    pipelines: Optional[str] = typer.Option(None, help="With --eval: comma-separated pipelines, e.g. "
-                                            "bm25,dense,hybrid,hybrid+rerank,hybrid+upr (default: every one the index allows but UPR, which is slow)."),
+    pipelines: Optional[str] = typer.Option(None, help=f"With --eval: comma-separated pipelines, each {usage()}, "
+                                            "e.g. bm25,hybrid,hybrid+rerank (default: the index's first stages, and "
+                                            "+rerank when a reranker is given)."),
     limit: Optional[int] = typer.Option(None, help="With --eval: only the first N queries."),
     out: Path = typer.Option(Path("retrieval-eval.json"), help="With --eval: where the JSON report goes."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines instead of a table."),
@@ -445,10 +448,11 @@ def train_reranker_cmd(
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
     from groundtune.fileio import guard_output
-    from groundtune.retrieval.rerank import DEFAULTS, KINDS, mine_examples, train_reranker
+    from groundtune.retrieval.pipelines import reranker as reranker_stage
+    from groundtune.retrieval.rerank import mine_examples, train_reranker, trainable_kinds
 
-    if kind not in KINDS:
-        fail(f"--kind is {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in trainable_kinds():
+        fail(f"--kind is {kind!r}; use one of {', '.join(trainable_kinds())}")
     for name, value, least in (("--negatives", negatives, 1), ("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
                                ("--max-length", max_length, 8), ("--max-query-tokens", max_query_tokens, 1),
                                ("--limit", limit, 1)):
@@ -463,7 +467,7 @@ def train_reranker_cmd(
         queries, report = load_queries(dialogues)
         typer.echo(str(report))
         queries = queries[:limit] if limit else queries
-        examples, dropped = mine_examples(retriever, queries, negatives=negatives or DEFAULTS[kind]["negatives"],
+        examples, dropped = mine_examples(retriever, queries, negatives=negatives or reranker_stage(kind).defaults["negatives"],
                                           method="default")
         typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
         train_reranker(examples, out, kind=kind, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
