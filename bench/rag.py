@@ -152,7 +152,8 @@ def main():
     from groundtune.retrieval import Retriever, build_index, evaluate_rankings
     from groundtune.retrieval.rag import rag_report
     from groundtune.retrieval.late_interaction import DOCUMENT_TOKENS, LateInteractionReranker, new_model
-    from groundtune.retrieval.rerank import DEFAULTS, mine_examples, train_reranker
+    from groundtune.retrieval.pipelines import reranker as reranker_stage
+    from groundtune.retrieval.rerank import mine_examples, train_reranker
     from groundtune.retrieval.upr import UPRReranker
     from groundtune.train import train
 
@@ -188,7 +189,7 @@ def main():
         folder = build_index(passages, Path(tmp) / "index", dev_queries=dev_q, show_progress=False)
         retriever = Retriever.load(folder)
         result["dense_weight"] = retriever.dense_weight
-        examples, _ = mine_examples(retriever, fit_q, negatives=DEFAULTS["late-interaction"]["negatives"],
+        examples, _ = mine_examples(retriever, fit_q, negatives=reranker_stage("late-interaction").defaults["negatives"],
                                     method="default", show_progress=False)
         reranker, result["reranker_train_s"] = timed(lambda: train_reranker(
             examples, Path(tmp) / "reranker", epochs=args.rerank_epochs, batch_size=4 if args.smoke else None,
@@ -196,7 +197,7 @@ def main():
         info = json.loads((reranker / "groundtune_reranker.json").read_text())
         result["reranker_first_loss"], result["reranker_last_loss"] = info["first_loss"], info["last_loss"]
         retriever = Retriever.load(folder, reranker=reranker)
-        retriever.upr = UPRReranker(lm, tokenizer)
+        retriever.use(UPRReranker(lm, tokenizer))
 
         recall_q = test_q[: args.eval_queries]
         texts = [q.query for q in recall_q]

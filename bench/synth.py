@@ -75,7 +75,8 @@ def main():
 
     from groundtune.retrieval import Retriever, build_index
     from groundtune.retrieval.queries import load_rc_queries
-    from groundtune.retrieval.rerank import DEFAULTS, mine_examples, train_reranker
+    from groundtune.retrieval.pipelines import reranker as reranker_stage
+    from groundtune.retrieval.rerank import mine_examples, train_reranker
     from groundtune.retrieval.synth import LocalTeacher, SynthConfig, synthesize
 
     if args.smoke:
@@ -119,7 +120,7 @@ def main():
                       synth_s=round(report.seconds, 1))
         recall = {"hybrid": passage_recall(retriever, test_q, "hybrid")}
         synthetic = load_rc_queries(out) if report.kept else []
-        examples, _ = mine_examples(retriever, synthetic, negatives=DEFAULTS["late-interaction"]["negatives"],
+        examples, _ = mine_examples(retriever, synthetic, negatives=reranker_stage("late-interaction").defaults["negatives"],
                                     method="default", show_progress=False) if synthetic else ([], {})
         result["reranker_examples"] = len(examples)
         result["reranker_train_s"] = None
@@ -132,7 +133,7 @@ def main():
         else:
             result["skipped"]["synthetic_reranker"] = "no synthetic question was kept"
         if args.human_reranker:
-            human, _ = mine_examples(retriever, train_q, negatives=DEFAULTS["late-interaction"]["negatives"],
+            human, _ = mine_examples(retriever, train_q, negatives=reranker_stage("late-interaction").defaults["negatives"],
                                      method="default", show_progress=False)
             reranker = train_reranker(human, tmp / "human_reranker", show_progress=False, **small)
             recall["hybrid+human_rerank"] = passage_recall(Retriever.load(folder, reranker=reranker), test_q,

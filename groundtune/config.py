@@ -8,46 +8,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
 from groundtune.errors import ConfigError
-
-
-class Range(NamedTuple):
-    """Allowed values of a numeric setting: lo < x (lo <= x when closed) and x < hi (x <= hi when closed)."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_closed: bool = True
-    hi_closed: bool = True
-
-    def __contains__(self, x) -> bool:
-        if self.lo is not None and (x < self.lo if self.lo_closed else x <= self.lo):
-            return False
-        return not (self.hi is not None and (x > self.hi if self.hi_closed else x >= self.hi))
-
-    def __str__(self) -> str:
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        hi = "inf" if self.hi is None else f"{self.hi:g}"
-        return ("[" if self.lo_closed and self.lo is not None else "(") + f"{lo}, {hi}" + (
-            "]" if self.hi_closed and self.hi is not None else ")")
-
-
-_POSITIVE, _COUNT, _NONNEG, _SHARE = Range(0, None, False), Range(1), Range(0), Range(0, 1, True, False)
-# Every numeric setting of every config (run, data, generation, GLUE, method blocks), by name.
-RANGES: dict[str, Range] = {
-    "lr": _POSITIVE, "head_lr": _POSITIVE, "update_lr": _POSITIVE, "weight_decay": _NONNEG,
-    "warmup_ratio": Range(0, 1), "epochs": _POSITIVE, "max_steps": _COUNT, "batch_size": _COUNT,
-    "grad_accum": _COUNT, "max_grad_norm": _POSITIVE, "seed": _NONNEG, "data_seed": _NONNEG, "save_every": _COUNT,
-    "max_document_tokens": _COUNT, "max_answer_tokens": _COUNT, "max_prompt_tokens": _COUNT,
-    "history_turns": _NONNEG, "eval_fraction": _SHARE, "dev_fraction": _SHARE, "max_train_samples": _COUNT,
-    "max_eval_samples": _COUNT, "max_new_tokens": _COUNT, "num_beams": _COUNT, "max_length": _COUNT,
-    # method blocks
-    "layers": _COUNT, "length": _COUNT, "r": _COUNT, "alpha": _POSITIVE, "dropout": _SHARE, "rank": _NONNEG,
-    "subspaces": _COUNT, "codewords": _COUNT, "scap_subspaces": _COUNT, "scap_codewords": _COUNT,
-}
+from groundtune.ranges import ANY, COUNT, FRACTION, NONNEG, POSITIVE, SHARE, Range, range_of, ranged
 
 
 def _kinds(hint) -> tuple[set, bool]:
@@ -58,11 +24,11 @@ def _kinds(hint) -> tuple[set, bool]:
     return names - {"NoneType"}, "NoneType" in names
 
 
-def check_value(key: str, value, hint) -> Any:
-    """`value` for the setting `key` of type `hint`, range-checked (RANGES); raises ConfigError naming the key,
-    the value and what is allowed. Numbers written as strings ("3e-4", which YAML reads as text) are read."""
+def check_value(key: str, value, hint, allowed: Range = ANY) -> Any:
+    """`value` for the setting `key` of type `hint`, checked against `allowed` (the range its dataclass field
+    declares, see groundtune.ranges); raises ConfigError naming the key, the value and what is allowed. Numbers
+    written as strings ("3e-4", which YAML reads as text) are read."""
     kinds, optional = _kinds(hint)
-    allowed = RANGES.get(key.rsplit(".", 1)[-1], Range())
     if value is None:
         if optional or not kinds & {"int", "float"}:
             return value
@@ -92,12 +58,13 @@ def check_value(key: str, value, hint) -> Any:
 
 
 def validate(obj, prefix: str = "") -> None:
-    """Check (and normalise) every field of the dataclass `obj` against its type and RANGES."""
+    """Check (and normalise) every field of the dataclass `obj` against its type and its declared range."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         if dataclasses.is_dataclass(getattr(obj, f.name)):
             continue
-        object.__setattr__(obj, f.name, check_value(prefix + f.name, getattr(obj, f.name), hints[f.name]))
+        value = check_value(prefix + f.name, getattr(obj, f.name), hints[f.name], range_of(f))
+        object.__setattr__(obj, f.name, value)
 
 
 def check_method(block, where: str = "method") -> None:
@@ -117,7 +84,8 @@ def check_method(block, where: str = "method") -> None:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown} for {name}; known keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
-    values = {k: check_value(f"{where}.{k}", v, hints[k]) for k, v in block.items() if k != "method"}
+    values = {k: check_value(f"{where}.{k}", v, hints[k], range_of(fields[k])) for k, v in block.items()
+              if k != "method"}
     try:
         cls(**values)
     except (TypeError, ValueError) as err:
@@ -133,18 +101,18 @@ class DataConfig:
     train: str | None = None
     eval: str | None = None
     documents: str | None = None
-    max_document_tokens: int = 512
-    max_answer_tokens: int = 64
-    max_prompt_tokens: int = 1024  # whole prompt (document, history, question); longer ones lose document text
-    history_turns: int = 2
+    max_document_tokens: int = ranged(512, COUNT)
+    max_answer_tokens: int = ranged(64, COUNT)
+    max_prompt_tokens: int = ranged(1024, COUNT)  # whole prompt (document, history, question); longer ones lose document text
+    history_turns: int = ranged(2, NONNEG)
     window_around_span: bool = False  # too-long document: keep a window around the grounding instead of dropping
     template: str = "koalpaca"  # alpaca format only: koalpaca | alpaca | chat | path to a YAML template
-    eval_fraction: float = 0.0  # when no eval file: hold out this share of dialogues / records
+    eval_fraction: float = ranged(0.0, SHARE)  # when no eval file: hold out this share of dialogues / records
     # an eval file sharing example ids (or, where samples carry one, dialogues) with the train file:
     # "warn" prints the counts, "error" refuses to run
     eval_overlap: str = "warn"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    max_train_samples: int | None = ranged(None, COUNT)
+    max_eval_samples: int | None = ranged(None, COUNT)
     # RAG: {index: DIR, k: 3, pipeline: default, reranker: DIR, rerank_depth: 20}; doc2dial format only.
     # Prompts then hold the top-k retrieved passages instead of the gold document (groundtune.retrieval.rag).
     retrieval: dict | None = None
@@ -166,9 +134,9 @@ FORMATS = ("doc2dial", "jsonl", "alpaca")
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 64
-    num_beams: int = 1
-    batch_size: int = 8
+    max_new_tokens: int = ranged(64, COUNT)
+    num_beams: int = ranged(1, COUNT)
+    batch_size: int = ranged(8, COUNT)
 
     def __post_init__(self):
         validate(self, "generation.")
@@ -183,17 +151,17 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     output_dir: str = "runs/default"
-    lr: float = 1e-2
-    weight_decay: float = 0.02
-    warmup_ratio: float = 0.1
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
+    lr: float = ranged(1e-2, POSITIVE)
+    weight_decay: float = ranged(0.02, NONNEG)
+    warmup_ratio: float = ranged(0.1, FRACTION)
+    epochs: float = ranged(1.0, POSITIVE)
+    max_steps: int | None = ranged(None, COUNT)  # overrides epochs when set
+    batch_size: int = ranged(4, COUNT)
+    grad_accum: int = ranged(1, COUNT)
+    max_grad_norm: float = ranged(1.0, POSITIVE)
     precision: str = "bf16"  # bf16 | fp32 (bf16 = mixed precision: fp32 weights, bf16 autocast)
-    seed: int = 42
-    save_every: int = 50  # optimizer steps between checkpoints
+    seed: int = ranged(42, NONNEG)
+    save_every: int = ranged(50, COUNT)  # optimizer steps between checkpoints
     trust_remote_code: bool = False
 
     def __post_init__(self):

@@ -172,7 +172,7 @@ def test_upr_pipeline_in_the_retriever(tmp_path):
     passages = [Passage("a", "renew your licence online"), Passage("b", "pay a parking ticket"),
                 Passage("c", "renew the registration of a car")]
     retriever = Retriever.load(build_index(passages, tmp_path / "idx", dense=False, show_progress=False))
-    retriever.upr = UPRReranker(model, tokenizer)
+    retriever.use(UPRReranker(model, tokenizer))
     ranked = retriever.rank_pipelines(["renew licence[SEP]"], 3, ["bm25", "bm25+upr", "default+upr"], rerank_depth=3)
     assert {i for i, _ in ranked["bm25+upr"][0]} == {i for i, _ in ranked["bm25"][0]}
     assert ranked["default+upr"] == ranked["bm25+upr"]

@@ -1,5 +1,6 @@
 """A method is one file that registers itself: a toy method defined here, with no line anywhere else in
-groundtune, must attach, train, save, load, swap, check its YAML block and describe itself like the real ones."""
+groundtune, must attach, train, save, load, swap, check its YAML block (its declared ranges included) and
+describe itself like the real ones."""
 
 from dataclasses import dataclass
 
@@ -9,8 +10,9 @@ from torch import nn
 
 import groundtune as gt
 from groundtune import methods
-from groundtune.config import ConfigError, check_method
+from groundtune.config import ConfigError, check_method, load_config
 from groundtune.methods import Method, register, trainable_state_dict
+from groundtune.ranges import Range, ranged
 from tiny import VOCAB, tiny_model
 
 _MODULE = "groundtune_toy_shift"
@@ -21,7 +23,7 @@ class ToyShiftConfig:
     """A learned vector added to every input embedding, starting at zero."""
 
     method = "toy_shift"
-    scale: float = 1.0
+    scale: float = ranged(1.0, Range(0, 4, lo_closed=False))  # declared here, and nowhere else
 
 
 class _Shift(nn.Module):
@@ -91,6 +93,18 @@ def test_toy_method_blocks_are_checked_when_the_yaml_is_read():
         check_method({"method": "toy_shift", "scael": 2.0})
     with pytest.raises(ConfigError, match="toy_shift"):
         check_method({"method": "toy_shfit"})
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, 4.5, "5e0"])
+def test_toy_method_ranges_are_declared_on_its_config(bad, tmp_path):
+    """The range lives on the toy config's field; the checker reads it there, for a block and for a YAML file."""
+    check_method({"method": "toy_shift", "scale": 4})  # the closed end
+    with pytest.raises(ConfigError, match=r"method\.scale is .*; it must be in \(0, 4\]"):
+        check_method({"method": "toy_shift", "scale": bad})
+    path = tmp_path / "run.yaml"
+    path.write_text(f"method: {{method: toy_shift, scale: {bad}}}\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: method\.scale is .*\(0, 4\]"):
+        load_config(path)
 
 
 def test_a_name_cannot_be_taken_twice():

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from groundtune.cli.common import check_at_least, fail
+from groundtune.retrieval.pipelines import first_stages, usage  # light: the stages import their libraries lazily
 from groundtune.cli.options import index_argument, limit_option, model_option, out_option, overwrite_flag, seed_option
 
 NO_MATCH = 1  # `retrieve` found no passage (like grep: 1 is "nothing found", 2 is an error)
@@ -86,8 +87,9 @@ def retrieve(
     k: Annotated[int, typer.Option("-k", help="Passages to return (with --eval: recall is reported at 1, 5 and "
                                    "10).")] = 5,
     method: Annotated[Optional[str], typer.Option(
-        help="bm25, dense or hybrid (weighted reciprocal rank fusion); default: the index's (index.json fusion: "
-        "hybrid, or bm25 when the dense weight is 0, e.g. an English encoder on a Korean corpus).")] = None,
+        help=f"A first stage: {', '.join(first_stages())} (hybrid: weighted reciprocal rank fusion); default: the "
+        "index's (index.json fusion: hybrid, or bm25 when the dense weight is 0, e.g. an English encoder on a "
+        "Korean corpus).")] = None,
     reranker: Annotated[Optional[Path], typer.Option(
         help="Reranker folder from `groundtune train-reranker` (or a sentence-transformers CrossEncoder / "
         "MultiVectorEncoder): re-scores the top 20.")] = None,
@@ -95,8 +97,8 @@ def retrieve(
         "--eval", exists=True, help="Score retrieval instead: doc2dial / MultiDoc2Dial dialogue files, or "
         "reading-comprehension .jsonl question files; repeatable.")] = [],
     pipelines: Annotated[Optional[str], typer.Option(
-        help="With --eval: comma-separated pipelines, e.g. bm25,dense,hybrid,hybrid+rerank,hybrid+upr (default: every "
-        "one the index allows but UPR, which is slow).")] = None,
+        help=f"With --eval: comma-separated pipelines, each {usage()}, e.g. bm25,hybrid,hybrid+rerank (default: the "
+        "index's first stages, and +rerank when a reranker is given).")] = None,
     limit: Annotated[Optional[int], limit_option("With --eval: only the first N queries.")] = None,
     out: Annotated[Path, typer.Option(help="With --eval: where the JSON report goes.")] = Path("retrieval-eval.json"),
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON lines instead of a table.")] = False,
@@ -199,10 +201,11 @@ def train_reranker(
     from groundtune.fileio import guard_output
     from groundtune.retrieval.index import Retriever
     from groundtune.retrieval.queries import load_queries
-    from groundtune.retrieval.rerank import DEFAULTS, KINDS, mine_examples, train_reranker as run_training
+    from groundtune.retrieval.pipelines import reranker as reranker_stage
+    from groundtune.retrieval.rerank import mine_examples, train_reranker as run_training, trainable_kinds
 
-    if kind not in KINDS:
-        fail(f"--kind is {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in trainable_kinds():
+        fail(f"--kind is {kind!r}; use one of {', '.join(trainable_kinds())}")
     check_at_least(("--negatives", negatives, 1), ("--epochs", epochs, 1), ("--batch-size", batch_size, 1),
                    ("--max-length", max_length, 8), ("--max-query-tokens", max_query_tokens, 1), ("--limit", limit, 1))
     if lr is not None and not lr > 0:
@@ -215,7 +218,7 @@ def train_reranker(
         queries, report = load_queries(dialogues)
         typer.echo(str(report))
         queries = queries[:limit] if limit else queries
-        examples, dropped = mine_examples(retriever, queries, negatives=negatives or DEFAULTS[kind]["negatives"],
+        examples, dropped = mine_examples(retriever, queries, negatives=negatives or reranker_stage(kind).defaults["negatives"],
                                           method="default")
         typer.echo(f"{len(examples):,} training queries; dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
         run_training(examples, out, kind=kind, base=base, epochs=epochs, batch_size=batch_size, lr=lr,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groundtune.methods import register
+from groundtune.ranges import COUNT, NONNEG, POSITIVE, ranged
 from groundtune.methods._prompt_embedding import (
     CodebookTable, LowRankTable, PromptTransform, hidden_size, prompt_method)
 
@@ -20,15 +21,15 @@ class AcceptConfig:
     """
 
     method = "accept"
-    length: int = 60
-    subspaces: int | None = None
-    codewords: int = 20
+    length: int = ranged(60, COUNT)
+    subspaces: int | None = ranged(None, COUNT)
+    codewords: int = ranged(20, COUNT)
     scap: bool = True
-    scap_subspaces: int | None = None
-    scap_codewords: int = 30
-    max_length: int = 256
-    rank: int = 0
-    update_lr: float | None = None
+    scap_subspaces: int | None = ranged(None, COUNT)
+    scap_codewords: int = ranged(30, COUNT)
+    max_length: int = ranged(256, COUNT)
+    rank: int = ranged(0, NONNEG)
+    update_lr: float | None = ranged(None, POSITIVE)
 
     def __post_init__(self):
         if self.length < 1 or self.codewords < 1 or self.max_length < 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groundtune.methods import register
+from groundtune.ranges import COUNT, NONNEG, POSITIVE, ranged
 from groundtune.methods._prompt_embedding import (
     DenseTable, LowRankTable, PromptTransform, check_prompt, hidden_size, initial_prompt, prompt_method)
 
@@ -16,13 +17,13 @@ class DeptConfig:
     the first max_length text positions. update_lr: learning rate of A and B (None: the run's lr)."""
 
     method = "dept"
-    length: int = 60
-    rank: int = 30
-    max_length: int = 256
+    length: int = ranged(60, COUNT)
+    rank: int = ranged(30, NONNEG)
+    max_length: int = ranged(256, COUNT)
     init: str = "vocab"
     init_text: str | None = None
     tokenizer: str | None = None
-    update_lr: float | None = None
+    update_lr: float | None = ranged(None, POSITIVE)
 
     def __post_init__(self):
         check_prompt(self)

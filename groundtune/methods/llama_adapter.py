@@ -29,6 +29,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 from groundtune.arch import AttentionSpec, attention_layers, family, project_kv
 from groundtune.kvcache import cache_from
 from groundtune.methods import Method, register
+from groundtune.ranges import COUNT, ranged
 
 PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
 
@@ -39,8 +40,8 @@ class LlamaAdapterConfig:
     gate: one gate per head ("per_head") or one per layer ("scalar"); tanh_gate: gate through tanh."""
 
     method = "llama_adapter"
-    layers: int = 30
-    length: int = 10
+    layers: int = ranged(30, COUNT)
+    length: int = ranged(10, COUNT)
     gate: str = "per_head"
     tanh_gate: bool = False
 

@@ -15,6 +15,7 @@ import torch
 from groundtune import arch
 from groundtune.methods import Method, clear_attached, mark_attached, register
 from groundtune.methods._in_place import head_parameters
+from groundtune.ranges import COUNT, POSITIVE, SHARE, ranged
 
 
 @dataclass
@@ -24,9 +25,9 @@ class LoraConfig:
     in groundtune.arch.FAMILIES; other models need target_modules)."""
 
     method = "lora"
-    r: int = 1
-    alpha: int = 1
-    dropout: float = 0.0
+    r: int = ranged(1, COUNT)
+    alpha: int = ranged(1, POSITIVE)
+    dropout: float = ranged(0.0, SHARE)
     target_modules: list[str] | str | None = field(default=None)
 
 

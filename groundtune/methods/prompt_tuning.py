@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groundtune.methods import register
+from groundtune.ranges import COUNT, ranged
 from groundtune.methods._prompt_embedding import (
     DenseTable, PromptTransform, check_prompt, initial_prompt, prompt_method)
 
@@ -16,7 +17,7 @@ class PromptTuningConfig:
     mean and std). tokenizer: for init="text", a tokenizer folder or hub id; default the model's own folder."""
 
     method = "prompt_tuning"
-    length: int = 20
+    length: int = ranged(20, COUNT)
     init: str = "vocab"
     init_text: str | None = None
     tokenizer: str | None = None

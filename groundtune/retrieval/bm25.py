@@ -6,8 +6,9 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 
+from groundtune.retrieval.pipelines import FirstStage, register_first_stage
+from groundtune.retrieval.queries import plain_query
 from groundtune.retrieval.tokenizer import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -81,6 +82,23 @@ class BM25Index:
             ids, scores = self.model.retrieve(
                 [tokens[i] for i in todo], k=k, show_progress=show_progress, n_threads=0
             )
+            import numpy as np  # here, not at the top: the stage registry imports this module for its name
+
             for i, row_ids, row_scores in zip(todo, np.asarray(ids), np.asarray(scores)):
                 results[i] = [(int(p), float(s)) for p, s in zip(row_ids, row_scores) if s > 0]
         return results
+
+
+def _load_part(folder: Path, meta: dict, mmap: bool) -> BM25Index:
+    return BM25Index.load(Path(folder) / PART, mmap=mmap)
+
+
+def _rank(retriever, queries: list[str], depth: int, inputs: dict) -> list[list[tuple[int, float]]]:
+    return retriever.parts[NAME].search([plain_query(q) for q in queries], depth)
+
+
+NAME = PART = "bm25"  # the stage's name, and its folder in an index
+register_first_stage(FirstStage(
+    NAME, _rank, load=_load_part, save=lambda part, folder: part.save(Path(folder) / PART),
+    languages=lambda meta: ["en", "ko"],  # the tokenizer cuts English words and Korean morphemes (tokenizer.py)
+    missing="a BM25 index; rebuild the index with `groundtune index`"))

@@ -12,9 +12,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 
 from groundtune.errors import DataError
+from groundtune.retrieval.pipelines import FirstStage, register_first_stage
 
 INDEX_FILE = "passages.faiss"
 # Queries are cut at 128 tokens as in MultiDoc2Dial (MAX_Q_LEN); they start with the current question, so
@@ -138,7 +138,9 @@ class DenseIndex:
         return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if i >= 0] for row_i, row_s in zip(ids, scores)]
 
 
-def _encode(model, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+def _encode(model, texts: list[str], batch_size: int, show_progress: bool):
+    import numpy as np  # here, not at the top: the stage registry imports this module for its name
+
     embeddings = model.encode(
         list(texts),
         batch_size=batch_size,
@@ -147,3 +149,18 @@ def _encode(model, texts: list[str], batch_size: int, show_progress: bool) -> np
         show_progress_bar=show_progress,
     )
     return np.ascontiguousarray(embeddings, dtype=np.float32)
+
+
+def _load_part(folder: Path, meta: dict, mmap: bool) -> DenseIndex | None:
+    return DenseIndex.load(Path(folder) / PART, mmap=mmap) if meta.get("dense") else None
+
+
+def _rank(retriever, queries: list[str], depth: int, inputs: dict) -> list[list[tuple[int, float]]]:
+    return retriever.parts[NAME].search(queries, depth)
+
+
+NAME = PART = "dense"  # the stage's name, and its folder in an index
+register_first_stage(FirstStage(
+    NAME, _rank, load=_load_part, save=lambda part, folder: part.save(Path(folder) / PART),
+    languages=lambda meta: meta.get("encoder_languages"),  # what the encoder's model card says (None: unknown)
+    missing="dense vectors; rebuild the index with `groundtune index --dense`"))

@@ -107,8 +107,8 @@ def evaluate_question_files(retriever, files, pipelines: Sequence[str] | None = 
     number of questions scored, {pipeline: metrics}).
 
     A question grounded in a document the index does not hold cannot be scored: it is dropped and counted,
-    not counted as a miss. Default pipelines: BM25, plus dense and hybrid when the index has vectors, plus the
-    default one re-ranked when a reranker is loaded.
+    not counted as a miss. Default pipelines: every first stage the index has the parts for (BM25; dense and
+    hybrid when it has vectors), plus the default one re-ranked when a reranker is loaded.
     """
     from groundtune.errors import DataError
     from groundtune.retrieval.queries import load_queries
@@ -126,7 +126,7 @@ def evaluate_question_files(retriever, files, pipelines: Sequence[str] | None = 
     if not queries:
         raise DataError(f"no query with a gold grounding in this index to score; {report}")
     if not pipelines:
-        pipelines = ["bm25"] + (["dense", "hybrid"] if retriever.dense is not None else [])
+        pipelines = retriever.runnable_stages()
         if retriever.reranker is not None:
             pipelines.append(f"{retriever.default_method}+rerank")
     return report, len(queries), evaluate_retriever(retriever, queries, list(pipelines))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from groundtune.retrieval.pipelines import FUSION_DEPTH, FirstStage, first_stages, register_first_stage
+
 RRF_K = 60
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0.0, 0.1, ..., 1.0
 
@@ -71,3 +73,20 @@ def tune_dense_weight(
         scores[w] = total / len(todo)
     best = max(grid, key=lambda w: (round(scores[w], 9), -abs(w - 0.5), -w))
     return best, scores
+
+
+def _rank(retriever, queries: list[str], depth: int, inputs: dict) -> list[list[tuple[int, float]]]:
+    return [weighted_fusion(b, d, retriever.dense_weight) for b, d in zip(inputs["bm25"], inputs["dense"])]
+
+
+def _languages(meta: dict):
+    """What BM25 ranks, less what the encoder does not cover unless the fusion gives it no weight."""
+    stages = first_stages()
+    bm25, dense = stages["bm25"].languages(meta), stages["dense"].languages(meta)
+    if not dense or meta.get("fusion", {}).get("dense_weight") == 0.0 or "multilingual" in dense:
+        return bm25
+    return [x for x in bm25 if x in dense] if bm25 else dense
+
+
+register_first_stage(FirstStage("hybrid", _rank, combines=("bm25", "dense"), candidates=FUSION_DEPTH,
+                                languages=_languages))

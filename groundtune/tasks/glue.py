@@ -26,6 +26,7 @@ import torch
 
 from groundtune.errors import ConfigError, DataError
 from groundtune.fileio import atomic_write, read_text
+from groundtune.ranges import COUNT, FRACTION, NONNEG, POSITIVE, SHARE, ranged
 
 
 @dataclass(frozen=True)
@@ -310,17 +311,17 @@ class GlueConfig:
     model: str | None = None  # sequence-classifier folder or hub id; None = the embedded all-MiniLM-L6-v2
     train: str | None = None
     dev: str | None = None
-    dev_fraction: float = 0.1  # without a dev file: this share of train, held out with data_seed
-    data_seed: int = 0
-    max_train_samples: int | None = None  # a seeded subset of train (after the dev split)
-    max_length: int = 128
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 3e-3
-    head_lr: float | None = None
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
+    dev_fraction: float = ranged(0.1, SHARE)  # without a dev file: this share of train, held out with data_seed
+    data_seed: int = ranged(0, NONNEG)
+    max_train_samples: int | None = ranged(None, COUNT)  # a seeded subset of train (after the dev split)
+    max_length: int = ranged(128, COUNT)
+    epochs: float = ranged(3.0, POSITIVE)
+    batch_size: int = ranged(32, COUNT)
+    lr: float = ranged(3e-3, POSITIVE)
+    head_lr: float | None = ranged(None, POSITIVE)
+    weight_decay: float = ranged(0.01, NONNEG)
+    warmup_ratio: float = ranged(0.06, FRACTION)
+    max_grad_norm: float = ranged(1.0, POSITIVE)
     seeds: list[int] = field(default_factory=lambda: [42])
     output_dir: str = "runs/glue"
     save_adapters: bool = True
