@@ -119,13 +119,13 @@ def run_head(model_name, train_rows, dev, test, task, args, seed: int):
     as_examples = lambda rows: [GlueExample(task.prompt(r.text), None, r.label) for r in rows]  # noqa: E731
     cfg = GlueConfig(task="sst2", method=method, lr=args.lr_head, head_lr=args.head_lr, epochs=args.epochs,
                      batch_size=args.batch_size, max_length=args.max_tokens, warmup_ratio=0.06)
-    if args.dtype == "bfloat16":
-        context = torch.autocast("cpu", dtype=torch.bfloat16)  # fp32 weights and optimizer, bf16 matmuls
-    else:
-        import contextlib
-        context = contextlib.nullcontext()
-    with context:
-        losses = train_classifier(model, tokenizer, as_examples(train_rows), gtask, cfg, seed, progress=args.progress)
+    # bf16 autocast per training step (through fit's precision), never around the whole loop: autocast caches the
+    # bf16 copies of trainable weights for as long as its context lasts, so one context around training would
+    # freeze the model at its first step.
+    precision = "bf16" if args.dtype == "bfloat16" else "fp32"
+    losses = train_classifier(model, tokenizer, as_examples(train_rows), gtask, cfg, seed, progress=args.progress,
+                              precision=precision)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # inference only: no updates
         hits = lambda rows: [int(p) == r.label for p, r in zip(  # noqa: E731
             predict(model, tokenizer, encode(tokenizer, as_examples(rows), args.max_tokens), gtask,
                     batch_size=args.eval_batch_size), rows)]
