@@ -211,7 +211,8 @@ def main(argv=None) -> dict:
                 dev_hits, test_hits, params, losses = run_head(model_name, rows, dev, test, task, args, args.seed)
             low, high = bootstrap_interval(test_hits)
             row = {"recipe": recipe, "train_examples": len(rows), "epochs": args.epochs, "params": params,
-                   "lr": args.lr_words if recipe == "words" else args.lr_head, "r": args.r, "dtype": args.dtype,
+                   "lr": args.lr_words if recipe == "words" else args.lr_head,
+                   "head_lr": (args.head_lr or args.lr_head) if recipe == "head" else None, "r": args.r, "dtype": args.dtype,
                    "dev_accuracy": 100 * sum(dev_hits) / max(len(dev_hits), 1),
                    "test_accuracy": 100 * sum(test_hits) / len(test_hits), "test_ci95": [100 * low, 100 * high],
                    "test_n": len(test_hits), "cpu_minutes": round((time.process_time() - cpu) / 60, 1),
