@@ -235,13 +235,11 @@ def _split_ids(tokenizer, prompt: str, continuations: Sequence[str]) -> tuple[li
 
 
 def label_samples(tokenizer, task: ClassifyTask, rows: Sequence[LabelledText]) -> list:
-    """Training samples for label-word tuning: the prompt, and the label's continuation (" 긍정") as the answer.
-
-    Training encodes an answer on its own (groundtune.data.collate.encode); classify() scores the label's tokens
-    after the prompt. Gemma's SentencePiece-style vocabulary splits Korean label words differently with and without
-    a leading space (" 부정" -> ▁부정, "부정" -> 부 정), which is fine as long as both sides see the same text; a
-    tokenizer that changes a text encoded on its own (the legacy SentencePiece "▁" prefix) would teach tokens that
-    are never scored. Every row is checked: prompt ids + answer ids must be the ids of prompt + answer."""
+    """Label-word training samples: the prompt, and the label's continuation (" 긍정") as the answer. Training
+    encodes an answer on its own, classify() scores the label's tokens after the prompt: Gemma splits Korean labels
+    differently with and without a leading space (" 부정" -> ▁부정, "부정" -> 부 정), fine while both see the same
+    text, but a tokenizer that prefixes every text (legacy SentencePiece "▁") would teach tokens never scored.
+    Checked on every row: prompt ids + answer ids must be the ids of prompt + answer."""
     from groundtune.data.sample import Sample, encode_prompt
 
     words = task.continuations()
@@ -411,8 +409,7 @@ class ClassifyResult:
 
 
 def context_length(model) -> int:
-    """The most positions the model takes (its config's max_position_embeddings / n_positions); a large number when
-    the config names none."""
+    """The most positions the model takes (max_position_embeddings / n_positions; huge when the config has none)."""
     config = getattr(model, "config", None)
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
@@ -423,10 +420,10 @@ def context_length(model) -> int:
 
 def fit_queries(tokenizer, queries: Sequence[LabelledText], task: ClassifyTask,
                 max_tokens: int) -> tuple[list[LabelledText], dict[str, int], int]:
-    """(queries that can be classified, drops by reason, the most label tokens seen). An empty text is "empty_text"; a text whose own prompt
-    (no examples) and longest label do not fit `max_tokens` is "too_long": cutting it would cut its instruction or
-    its review, so it is counted and left out rather than scored on a fragment (or crashing past the model's
-    positions). Examples that overflow are still cut from the left by score_labels: the query survives that."""
+    """(queries that can be classified, drops by reason, the most label tokens seen). "empty_text": nothing to
+    classify; "too_long": the query's own prompt (no examples) and its longest label pass `max_tokens`, and cutting
+    it would cut its instruction or review (or run past the model's positions). Overflowing examples are still cut
+    from the left by score_labels."""
     kept, dropped, longest = [], {}, 1
     for query in queries:
         reason = None
