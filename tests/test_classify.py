@@ -266,3 +266,101 @@ def test_cli_refuses_calibration_settings_that_do_nothing(args, named):
 
     result = CliRunner().invoke(app, ["classify", *args, "--limit", "2"])
     assert result.exit_code == 2 and named in result.output, result.output
+
+
+def gemma_like_tokenizer(prefix_space: bool = False):
+    """A SentencePiece-style BPE (spaces become "▁", no pre-tokenizer: Gemma's layout) whose Korean label words split
+    differently with and without a leading space, and unequally between labels, as Gemma 3's do:
+    " 부정" -> ["▁부정"] but "부정" -> ["부", "정"]; " 긍정" -> ["▁", "긍정"] but "긍정" -> ["긍정"].
+    prefix_space: also add a "▁" in front of every text (the legacy Llama/SentencePiece dummy prefix), so that a
+    label encoded on its own gets a token it never has after the prompt."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(NSMC_TEMPLATE_CHARS + "▁부정긍재밌어요별로최고아주지루했다"))
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    merges = [("▁", "부"), ("▁부", "정"), ("긍", "정")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None, ignore_merges=False))
+    steps = [normalizers.Prepend("▁")] if prefix_space else []
+    tok.normalizer = normalizers.Sequence(steps + [normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " ")])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+
+
+NSMC_TEMPLATE_CHARS = "문장의 긍정, 부정을 분류하세요. 정답:"
+
+
+def words_of(tokenizer, ids):
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+@pytest.mark.parametrize("template", ["문장의 긍정, 부정을 분류하세요. {text} 정답: {label}",
+                                      "문장의 긍정, 부정을 분류하세요. {text} 정답:{label}"])
+def test_label_words_that_split_differently_after_a_space(template):
+    """Korean label words under a SentencePiece-style vocabulary: each label is scored on the tokens it has after
+    the prompt (not on its tokens alone), whatever the spacing, and a label-word training sample teaches exactly
+    those tokens."""
+    from groundtune.data.collate import encode
+    from groundtune.data.sample import Sample
+    from groundtune.tasks.classify import label_samples
+
+    tokenizer = gemma_like_tokenizer()
+    assert words_of(tokenizer, tokenizer(" 부정")["input_ids"]) == ["▁부정"]
+    assert words_of(tokenizer, tokenizer("부정")["input_ids"]) == ["부", "정"]
+    assert words_of(tokenizer, tokenizer(" 긍정")["input_ids"]) == ["▁", "긍정"]
+    task = ClassifyTask(template=template)
+    prompt = task.prompt("재밌어요")
+    _, conts = _split_ids(tokenizer, prompt, task.continuations())
+    spaced = template.endswith(" {label}")
+    assert [words_of(tokenizer, c) for c in conts] == ([["▁부정"], ["▁", "긍정"]] if spaced else [["부", "정"], ["긍정"]])
+    model = tiny_for("llama", tokenizer)
+    queries = [LabelledText("a", "재밌어요", 1), LabelledText("b", "지루했다", 0), LabelledText("c", "별로", 0)]
+    prompts = [task.prompt(q.text) for q in queries]
+    scores, _ = score_labels(model, tokenizer, prompts, task.continuations(), batch_size=2, progress=False)
+    torch.testing.assert_close(scores, reference_scores(model, tokenizer, prompts, task.continuations()),
+                               atol=2e-4, rtol=0)
+    # training on the label words teaches the scored tokens (+ EOS), not the label's tokens on its own
+    for sample, query in zip(label_samples(tokenizer, task, queries), queries):
+        encoded = encode(tokenizer, sample)
+        taught = [t for t, lab in zip(encoded["input_ids"], encoded["labels"]) if lab != -100]
+        assert taught == _split_ids(tokenizer, sample.prompt, task.continuations())[1][query.label] + [1]
+    assert isinstance(sample, Sample)
+
+
+def test_label_words_a_dummy_prefix_would_change_are_refused():
+    """A tokenizer that adds "▁" in front of every text (legacy SentencePiece) encodes " 긍정" on its own as
+    ["▁", "▁", "긍정"], which the model never sees after "정답:": training would teach tokens classify() never scores.
+    That is refused before any work, naming the fix."""
+    from groundtune.errors import ConfigError
+    from groundtune.tasks.classify import label_samples
+
+    tokenizer = gemma_like_tokenizer(prefix_space=True)
+    with pytest.raises(ConfigError, match=r"label .(부정|긍정). \(row a\).*never scores.*prefix"):
+        label_samples(tokenizer, ClassifyTask(), [LabelledText("a", "재밌어요", 1)])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_empty_and_too_long_reviews_are_counted_drops(tokenizer, family):
+    """An empty review and one past the model's positions (1024 here) are left out and counted by reason; the rest
+    are classified as they would be alone. Without the check the long one would run past the positions (a crash on
+    GPT-2's learned position table) or be scored on a fragment without its instruction."""
+    model = tiny_for(family, tokenizer)
+    queries = [LabelledText("ok1", "정말 재밌어요 최고의 영화", 1), LabelledText("empty", "  ", 0),
+               LabelledText("long", "아주 " * 1500 + "재밌어요", 1), LabelledText("ok2", "별로", 0)]
+    assert len(tokenizer(ClassifyTask().prompt(queries[2].text))["input_ids"]) > 1024
+    result = classify(model, tokenizer, queries, shots=0, batch_size=2, progress=False)
+    assert result.n == 2 and result.dropped == {"empty_text": 1, "too_long": 1}
+    assert [p["id"] for p in result.predictions] == ["ok1", "ok2"]
+    assert "dropped (not in n): empty_text 1, too_long 1" in result.table()
+    alone = classify(model, tokenizer, [queries[0], queries[3]], shots=0, progress=False)
+    assert [p["scores"] for p in alone.predictions] == [p["scores"] for p in result.predictions]
+    # a lower max_prompt_tokens drops by the same rule: room for the shortest review's prompt and labels only
+    need = {q.id: len(c) + max(map(len, cs)) for q in (queries[0], queries[3])
+            for c, cs in [_split_ids(tokenizer, ClassifyTask().prompt(q.text), ClassifyTask().continuations())]}
+    assert need["ok1"] > need["ok2"]
+    short = classify(model, tokenizer, queries, shots=0, max_prompt_tokens=need["ok2"], progress=False)
+    assert short.dropped == {"empty_text": 1, "too_long": 2} and [p["id"] for p in short.predictions] == ["ok2"]
+    with pytest.raises(ValueError, match="no rows to classify"):
+        classify(model, tokenizer, queries[1:3], shots=0, progress=False)

@@ -227,3 +227,19 @@ def test_regression_head_starts_at_the_mean_score(tiny_encoder):
     model, _ = load_classifier(tiny_encoder, 1)
     start_at_mean(model, [1.0, 2.0, 4.5])
     assert model.classifier.bias.item() == pytest.approx(2.5)
+
+
+def test_bf16_training_learns_like_fp32(tmp_path, tiny_encoder):
+    """precision="bf16" autocasts each step: the model learns the synthetic task as in fp32 (an autocast context held
+    around the whole loop would cache the first step's bf16 weights and leave the model frozen)."""
+    from groundtune.tasks.glue import load_classifier, prepare, predict, encode, train_classifier
+
+    examples = read_tsv(_sst2(tmp_path / "train.tsv", n=96, seed=0), "sst2").examples
+    cfg = GlueConfig(task="sst2", method={"method": "full"}, epochs=8, batch_size=16, lr=3e-3)
+    torch.manual_seed(0)
+    model, tokenizer = load_classifier(tiny_encoder, 2)
+    model = prepare(model, cfg.method)
+    losses = train_classifier(model, tokenizer, examples, get_task("sst2"), cfg, 0, progress=False, precision="bf16")
+    predicted = predict(model, tokenizer, encode(tokenizer, examples, 32), get_task("sst2"))
+    assert sum(losses[-6:]) / 6 < 0.5 * sum(losses[:6]) / 6
+    assert sum(p == e.label for p, e in zip(predicted, examples)) / len(examples) > 0.8

@@ -234,6 +234,32 @@ def _split_ids(tokenizer, prompt: str, continuations: Sequence[str]) -> tuple[li
     return context[:shared], conts
 
 
+def label_samples(tokenizer, task: ClassifyTask, rows: Sequence[LabelledText]) -> list:
+    """Label-word training samples: the prompt, and the label's continuation (" 긍정") as the answer. Training
+    encodes an answer on its own, classify() scores the label's tokens after the prompt: Gemma splits Korean labels
+    differently with and without a leading space (" 부정" -> ▁부정, "부정" -> 부 정), fine while both see the same
+    text, but a tokenizer that prefixes every text (legacy SentencePiece "▁") would teach tokens never scored.
+    Checked on every row: prompt ids + answer ids must be the ids of prompt + answer."""
+    from groundtune.data.sample import Sample, encode_prompt
+
+    words = task.continuations()
+    samples = []
+    for row in rows:
+        prompt = task.prompt(row.text)
+        context, conts = _split_ids(tokenizer, prompt, words)
+        answer = words[row.label]
+        taught = encode_prompt(tokenizer, prompt) + list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        if taught != context + conts[row.label]:
+            raise ConfigError(
+                f"label {task.label_words[row.label]!r} (row {row.id}): encoded on its own it is the tokens "
+                f"{tokenizer.convert_ids_to_tokens(taught[len(context):])}, after the prompt "
+                f"{tokenizer.convert_ids_to_tokens(conts[row.label])}: training would teach tokens classify never "
+                "scores. The tokenizer adds a prefix to every text (legacy SentencePiece): load it with "
+                "add_prefix_space=False / legacy=False, or change the template's spacing before {label}")
+        samples.append(Sample(f"{task.name}:{row.id}", prompt, answer))
+    return samples
+
+
 @torch.no_grad()
 def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], *, batch_size: int = 8,
                  max_prompt_tokens: int = 1024, progress: bool = True) -> tuple[torch.Tensor, int]:
@@ -348,6 +374,7 @@ class ClassifyResult:
     confusion: list[list[int]]  # rows: gold label, columns: predicted label
     predicted_counts: dict[str, int]
     truncated: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # rows not classified, by reason (empty_text, too_long)
     calibration: str | None = None  # "contextual" or "batch", or None
     content_free: list[str] | None = None  # contextual calibration's inputs
     predictions: list[dict] = field(default_factory=list, repr=False)
@@ -373,10 +400,45 @@ class ClassifyResult:
                  "confusion (rows gold, columns predicted):",
                  " " * width + "".join(f"{w:>{width}}" for w in self.labels)]
         lines += [f"{w:>{width}}" + "".join(f"{c:>{width}}" for c in row) for w, row in zip(self.labels, self.confusion)]
+        if self.dropped:
+            lines.append("dropped (not in n): " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())))
         if self.truncated:
             lines.append(f"note: {self.truncated} prompts lost tokens from their left to fit max_prompt_tokens")
         lines.append(f"signature: {self.signature}")
         return "\n".join(lines) + "\n"
+
+
+def context_length(model) -> int:
+    """The most positions the model takes (max_position_embeddings / n_positions; huge when the config has none)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1 << 30
+
+
+def fit_queries(tokenizer, queries: Sequence[LabelledText], task: ClassifyTask,
+                max_tokens: int) -> tuple[list[LabelledText], dict[str, int], int]:
+    """(queries that can be classified, drops by reason, the most label tokens seen). "empty_text": nothing to
+    classify; "too_long": the query's own prompt (no examples) and its longest label pass `max_tokens`, and cutting
+    it would cut its instruction or review (or run past the model's positions). Overflowing examples are still cut
+    from the left by score_labels."""
+    kept, dropped, longest = [], {}, 1
+    for query in queries:
+        reason = None
+        if not str(query.text).strip():
+            reason = "empty_text"
+        else:
+            context, conts = _split_ids(tokenizer, task.prompt(query.text), task.continuations())
+            longest = max(longest, *map(len, conts))
+            if len(context) + max(map(len, conts)) > max_tokens:
+                reason = "too_long"
+        if reason:
+            dropped[reason] = dropped.get(reason, 0) + 1
+        else:
+            kept.append(query)
+    return kept, dropped, longest
 
 
 def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTask | None = None, *, shots: int = 0,
@@ -389,8 +451,12 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     from sklearn.metrics import confusion_matrix, f1_score
 
     task = task or ClassifyTask()
+    limit = min(max_prompt_tokens, context_length(model))
+    queries, dropped, longest = fit_queries(tokenizer, queries, task, limit)
+    max_prompt_tokens = limit - longest  # k-shot prompts cut from the left leave room for the labels' tokens
     if not queries:
-        raise ValueError("no rows to classify: check the data file and the drop report")
+        raise ValueError(f"no rows to classify (dropped: {dropped or 'none given'}): check the data file and the "
+                         "drop report")
     if shots > 0 and not pool:
         raise ValueError(f"{shots}-shot classification needs a pool of labelled examples (--pool)")
     words = task.label_words
@@ -425,7 +491,7 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
         labels=words,
         confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
         predicted_counts={w: predicted.count(i) for i, w in enumerate(words)},
-        truncated=truncated, calibration=calibration,
+        truncated=truncated, dropped=dropped, calibration=calibration,
         content_free=list(content_free) if calibration == "contextual" else None,
         predictions=[{"id": q.id, "label": words[q.label], "predicted": words[p],
                       "scores": dict(zip(words, r)), "shots": [e.id for e in ex],

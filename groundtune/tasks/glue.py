@@ -285,13 +285,14 @@ class _ClassifierTask:
 
 
 def train_classifier(model, tokenizer, examples: list[GlueExample], task: GlueTask, cfg: "GlueConfig",
-                     seed: int, progress: bool = True) -> list[float]:
-    """groundtune's one training loop (train.fit) with linear warm-up and decay over cfg.epochs, fp32;
-    returns the per-step losses."""
+                     seed: int, progress: bool = True, precision: str = "fp32") -> list[float]:
+    """groundtune's one training loop (train.fit) with linear warm-up and decay over cfg.epochs; `precision` fp32
+    or bf16 (autocast per step, fp32 weights); returns the per-step losses."""
     from groundtune.train import Schedule, fit
 
     schedule = Schedule(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, warmup_ratio=cfg.warmup_ratio,
-                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=seed, decay="linear")
+                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=seed, decay="linear",
+                        precision=precision)
     result = fit(model, _ClassifierTask(tokenizer, examples, task, cfg, seed), schedule, progress=progress,
                  desc=f"{task.name} {cfg.method.get('method')}")
     return [r["loss"] for r in result.losses]
