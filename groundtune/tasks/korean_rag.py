@@ -110,6 +110,13 @@ def ask(url: str, model: str, questions: list[str], *, k: int = K, max_tokens: i
         return list(pool.map(one, questions))
 
 
+def default_teacher(model, tokenizer):
+    """The base model itself writes the questions (synth's Korean prompt; greedy, 40 new tokens)."""
+    from groundtune.retrieval.synth import LocalTeacher
+
+    return LocalTeacher(model, tokenizer, max_new_tokens=40, batch_size=8)
+
+
 def _stage(timings: dict, name: str, start: float) -> float:
     timings[f"{name}_s"] = round(time.perf_counter() - start, 1)
     return time.perf_counter()
@@ -130,7 +137,7 @@ def run_korean_rag_demo(cfg: TrainConfig, *, teacher=None, model=None, tokenizer
     from groundtune.models import GEMMA_NAME, load_model
     from groundtune.retrieval.index import Retriever, build_index
     from groundtune.retrieval.passages import load_passages
-    from groundtune.retrieval.synth import LocalTeacher, SynthConfig, done_path, synthesize
+    from groundtune.retrieval.synth import SynthConfig, done_path, synthesize
     from groundtune.serve import BackgroundServer, build
     from groundtune.tasks.demo import before_after
     from groundtune.train import train
@@ -148,7 +155,7 @@ def run_korean_rag_demo(cfg: TrainConfig, *, teacher=None, model=None, tokenizer
     if model is None:
         print(f"loading {cfg.model} (the first run assembles and converts it once, about a minute)")
         model, tokenizer = load_model(cfg.model, dtype="bfloat16")
-    teacher = teacher or LocalTeacher(model, tokenizer, max_new_tokens=40, batch_size=8)
+    teacher = teacher or default_teacher(model, tokenizer)
     questions_file = out / "questions.jsonl"
     for stale in (questions_file, done_path(questions_file)):  # the demo starts afresh (the guard made sure it is ours)
         stale.unlink(missing_ok=True)
