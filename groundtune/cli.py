@@ -57,7 +57,7 @@ def demo(
                              "instruction tuning scored on held-out KoAlpaca records (Gemma 3 270M); ko-rag: a Korean "
                              "grounded assistant on shipped Korean news (index, synth, train, serve, score)."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps of LLaMA-Adapter training (batch 4); default 60 "
-                                                   "(en), 30 (ko, ko-rag)."),
+                                                   "(en), 30 (ko), 60 (ko-rag)."),
     output_dir: Optional[Path] = typer.Option(None, help="Where the adapter, loss curve and predictions go; default "
                                                          "runs/demo (en), runs/demo-ko (ko), runs/demo-ko-rag."),
     model: Optional[str] = typer.Option(None, help="Model folder, .gguf file, hub id or gemma3-270m; default: the "
@@ -86,7 +86,7 @@ def demo(
     if lang == "ko-rag":
         from groundtune.tasks.korean_rag import korean_rag_config, run_korean_rag_demo
 
-        run_korean_rag_demo(korean_rag_config(str(output_dir), steps or 30, model))
+        run_korean_rag_demo(korean_rag_config(str(output_dir), steps or 60, model))
         return
     if lang == "ko":
         run_korean_demo(korean_demo_config(str(output_dir), steps or 30, model))

@@ -33,7 +33,7 @@ ADAPTER_NAME = "ko-rag"
 SENTENCES = 110  # of the 218: every second sentence gets a question, which keeps synth to a few CPU minutes
 
 
-def korean_rag_config(output_dir: str = "runs/demo-ko-rag", steps: int = 30, model: str | None = None,
+def korean_rag_config(output_dir: str = "runs/demo-ko-rag", steps: int = 60, model: str | None = None,
                       method: dict | None = None) -> TrainConfig:
     """LLaMA-Adapter on all 18 layers of Gemma 3 270M (K=10), lr 1e-2, batch 4: `demo ko`'s recipe. Answers are
     single news sentences, up to 96 tokens."""
