@@ -32,4 +32,8 @@ fi
 if ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null) || echo "install.sh: chromium not installed; the chat-page browser test will skip" >&2
 fi
+# A font with Hangul, without which the browser draws Korean as empty boxes (the Korean chat-page test checks it).
+if ! fc-list :lang=ko 2>/dev/null | grep -q . && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-nanum >/dev/null) || echo "install.sh: fonts-nanum not installed; the Korean chat-page test will fail until a Hangul font is" >&2
+fi
 echo "install.sh: groundtune is installed in $VENV (run $VENV/bin/groundtune, or: source $VENV/bin/activate)"

@@ -209,3 +209,13 @@ def test_korean_copies_and_cut_off_questions():
     assert not copies_passage("운전면허를 갱신하려면 얼마를 내야 하나요?", passage, 8, "ko")
     assert not length_ok("운전면허 안내 / 수수료는 일반 면\ufffd", "ko", SynthConfig())  # ran out of tokens
     assert length_ok("운전면허 갱신 수수료는 얼마인가요?", "ko", SynthConfig())
+
+
+def test_clean_question_drops_labels_and_list_numbering():
+    from groundtune.retrieval.synth import clean_question
+
+    # Gemma 3 270M, asked in Korean for one question, often numbers it as a list
+    assert clean_question("1. 나노로봇은 어떻게 종양을 찾나요?\n2. 다음") == "나노로봇은 어떻게 종양을 찾나요?"
+    assert clean_question("질문: \"What does it cost?\"") == "What does it cost?"
+    assert clean_question("- 2016년에 무엇이 발표됐나요?") == "2016년에 무엇이 발표됐나요?"
+    assert clean_question("2016년 10월 10일") == "2016년 10월 10일"  # a number that opens the text stays

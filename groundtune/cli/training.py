@@ -13,36 +13,47 @@ from groundtune.metrics import METRICS as METRIC_NAMES  # light: the metric obje
 
 
 def demo(
-    which: Annotated[Optional[str], typer.Argument(metavar="[en|ko]", help="Same as --lang: `groundtune demo ko`.")]
+    which: Annotated[Optional[str], typer.Argument(metavar="[en|ko|ko-rag]", help="Same as --lang: `groundtune demo ko`.")]
     = None,
     lang: Annotated[str, typer.Option("--lang", help="en: LLaMA-Adapter on doc2dial turns (SmolLM2); ko: KoAlpaca "
-                                      "instruction tuning scored on held-out KoAlpaca records (Gemma 3 270M).")] = "en",
+                                      "instruction tuning scored on held-out KoAlpaca records (Gemma 3 270M); ko-rag: a Korean "
+                                      "grounded assistant on shipped Korean news (index, synth, train, serve, "
+                                      "score).")] = "en",
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps of LLaMA-Adapter training (batch 4); default "
-                                                 "60 (en), 30 (ko).")] = None,
+                                                 "60 (en), 30 (ko), 60 (ko-rag).")] = None,
     output_dir: Annotated[Optional[Path], output_dir_option(
-        "Where the adapter, loss curve and predictions go; default runs/demo (en), runs/demo-ko (ko).")] = None,
+        "Where the adapter, loss curve and predictions go; default runs/demo (en), runs/demo-ko (ko), "
+        "runs/demo-ko-rag.")] = None,
     model: Annotated[Optional[str], model_option(
-        "Model folder, .gguf file, hub id or gemma3-270m; default: the embedded SmolLM2 (en), gemma3-270m (ko).")]
+        "Model folder, .gguf file, hub id or gemma3-270m; default: the embedded SmolLM2 (en), gemma3-270m (ko, "
+        "ko-rag).")]
     = None,
     overwrite: Annotated[bool, overwrite_flag("Replace an earlier demo's output folder.")] = False,
 ):
     """Train LLaMA-Adapter and score held-out data before and after. en: doc2dial turns, F1, METEOR, ROUGE-L and
     SacreBLEU, on the embedded SmolLM2-135M-Instruct. ko: KoAlpaca records, ROUGE-1/ROUGE-L/F1 on Kiwi morphemes
-    and SacreBLEU (ko-mecab), on Gemma 3 270M, with a held-out loss curve. Each runs offline in a few CPU minutes."""
+    and SacreBLEU (ko-mecab), on Gemma 3 270M, with a held-out loss curve. ko-rag: Korean news indexed with Kiwi
+    BM25, questions by `synth`, LLaMA-Adapter on grounded answers, held-out questions answered with citations through
+    `serve`, before and after. Each runs offline in a few CPU minutes."""
     import shutil
 
     from groundtune.fileio import guard_output
     from groundtune.tasks.demo import demo_config, korean_demo_config, run_demo, run_korean_demo
 
     lang = (which or lang).lower()
-    if lang not in ("en", "ko"):
-        fail(f"demo language is {lang!r}; choose en or ko (`groundtune demo ko`)")
+    if lang not in ("en", "ko", "ko-rag"):
+        fail(f"demo language is {lang!r}; choose en, ko or ko-rag (`groundtune demo ko`)")
     if steps is not None and steps < 1:
         fail(f"--steps is {steps}; it must be a whole number in [1, inf)")
-    output_dir = output_dir or Path("runs/demo-ko" if lang == "ko" else "runs/demo")
+    output_dir = output_dir or Path({"ko": "runs/demo-ko", "ko-rag": "runs/demo-ko-rag"}.get(lang, "runs/demo"))
     guard_output(output_dir, command="demo", inputs=[model and Path(model)], overwrite=overwrite)
     if (output_dir / "checkpoint").exists():
         shutil.rmtree(output_dir / "checkpoint")  # the demo always starts afresh (the guard made sure it is ours)
+    if lang == "ko-rag":
+        from groundtune.tasks.korean_rag import korean_rag_config, run_korean_rag_demo
+
+        run_korean_rag_demo(korean_rag_config(str(output_dir), steps or 60, model))
+        return
     if lang == "ko":
         run_korean_demo(korean_demo_config(str(output_dir), steps or 30, model))
         return

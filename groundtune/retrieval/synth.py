@@ -200,12 +200,13 @@ class EndpointTeacher:
 # ------------------------------------------------------------------------------------------------ filters
 
 _LABEL = re.compile(r"^\s*(question|q|질문)\s*[:：]\s*", re.I)
+_NUMBERING = re.compile(r"^\s*(\d{1,2}[.)]|[-*•])\s+")  # "1. …", "- …": small models (Gemma 3 270M on Korean) number their one question
 
 
 def clean_question(text: str) -> str:
     """The teacher's first non-empty line, without a "Question:" label or quotes."""
     for line in text.strip().splitlines():
-        line = _LABEL.sub("", line).strip().strip('"“”\'').strip()
+        line = _LABEL.sub("", _NUMBERING.sub("", line)).strip().strip('"“”\'').strip()
         if line:
             return line
     return ""
