@@ -28,7 +28,7 @@ def check_bind(host: str, api_key: str | None) -> None:
 
 def parse_adapters(specs: list[str]) -> dict[str, Path]:
     """NAME=FOLDER options -> {name: folder}; a ServeError names the bad one."""
-    from groundtune.serve.app import NAME
+    from groundtune.serve.schemas import NAME
 
     out: dict[str, Path] = {}
     for spec in specs:
@@ -51,7 +51,8 @@ def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retrieve
     """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves.
 
     adapter_dir: uploads are kept there, and those kept by earlier runs are served again."""
-    from groundtune.serve.app import MAX_UPLOAD_BYTES, create_app
+    from groundtune.serve.app import create_app
+    from groundtune.serve.schemas import MAX_UPLOAD_BYTES
     from groundtune.serve.citations import Grounding
     from groundtune.serve.engine import Engine
     from groundtune.serve.store import AdapterStore
