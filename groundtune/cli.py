@@ -817,13 +817,22 @@ def serve(
     max_queue: int = typer.Option(64, help="Most waiting requests; beyond it the server answers 503 + Retry-After."),
     adapter_dir: Optional[str] = typer.Option(None, help="Folder where adapters uploaded to /admin are kept; a restart serves them again."),
     max_upload_mb: int = typer.Option(256, help="Largest adapter upload accepted, in MiB."),
+    backend: Optional[str] = typer.Option(None, help="Generate at this OpenAI-compatible server (vLLM, SGLang, TGI, "
+                                          "llama.cpp, another groundtune serve), e.g. http://10.0.0.5:8000; this "
+                                          "server keeps retrieval, citations, prompt formats, the key and the queue "
+                                          "bound. --model then gives only the tokenizer."),
+    backend_key: Optional[str] = typer.Option(None, envvar="GROUNDTUNE_BACKEND_KEY", help="Bearer key for --backend."),
+    backend_timeout: float = typer.Option(60.0, help="Seconds the backend may stay silent before a request gets 504."),
+    local_engine: bool = typer.Option(False, "--local-engine", help="With --backend: also load --model here and "
+                                      "serve the adapters the backend does not list (prompt methods, LLaMA-Adapter)."),
 ):
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) and a chat page at /,
-    each request's `model` picking one of the adapters, hot-swapped on one loaded base."""
+    each request's `model` picking one of the adapters, hot-swapped on one loaded base (or generated at --backend)."""
     from groundtune.serve import serve as run_server
 
     run_server(model, adapter, index=index, host=host, port=port, api_key=api_key, max_batch=max_batch,
-               max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb)
+               max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb, backend=backend,
+               backend_key=backend_key, backend_timeout=backend_timeout, local_engine=local_engine)
 
 if __name__ == "__main__":
     app()
