@@ -805,6 +805,24 @@ def summarize_eval(
 
 
 @app.command()
+def export(
+    adapter: Path = typer.Argument(..., help="Adapter folder from training (or, for merged, a chat-vector model folder)."),
+    to: str = typer.Option(..., "--for", help="vllm: a LoRA folder for `vllm serve BASE --enable-lora --lora-modules "
+                           "NAME=OUT`; merged: the adapter folded into plain safetensors shards with the tokenizer."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (written whole, then renamed into place)."),
+    model: Optional[str] = typer.Option(None, help="Base model the adapter was trained on (merged only; default: the "
+                                        "one its adapter_config.json names)."),
+    max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard (merged)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out."),
+):
+    """Export an adapter for another engine: LoRA for vLLM as it is, or LoRA / BitFit / full fine-tuning merged into
+    the weights. Prompt methods and LLaMA-Adapter cannot be merged and are refused with the reason."""
+    from groundtune.merge.export import export as run_export
+
+    typer.echo(f"exported: {run_export(adapter, out, to=to, model=model, max_shard_size=max_shard_size, overwrite=overwrite)}")
+
+
+@app.command()
 def serve(
     model: Optional[str] = typer.Option(None, help="Base model: folder, .gguf, hub id; default the embedded SmolLM2-135M-Instruct."),
     adapter: list[str] = typer.Option([], "--adapter", help="NAME=FOLDER of an adapter to serve as model NAME (repeatable)."),
