@@ -4,8 +4,10 @@ hot-swapped per request, grounded answers with citations, and a chat page.
     groundtune serve --adapter doc2dial=runs/grounded_llama_adapter/adapter --index my-index
     # then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-").chat.completions.create(model="doc2dial", ...)
 
-app.py holds the routes and schemas, engine.py the worker that batches and swaps, citations.py retrieval and
-prompts, static/ the page.
+app.py builds the app over what the routes share; openai_routes.py, admin.py and page.py are its routers,
+schemas.py the request schemas and limits, generation.py a request's generation as the routes see it (local or at
+a backend), backend.py the client of an OpenAI-compatible backend (`serve --backend URL`), engine.py the worker
+that batches and swaps, citations.py retrieval and prompts, static/ the page.
 """
 
 from __future__ import annotations
