@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def main() -> None:
     finally:
         stop(front)
         stop(backend)
+        shutil.rmtree(work, ignore_errors=True)
 
     def mean(kind: str, key: str):
         values = [r[key] for r in runs[kind] if r[key] is not None]
