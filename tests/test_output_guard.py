@@ -384,6 +384,10 @@ def audit_inputs(ws, index_dir, merge_models, tmp_path_factory):
 
     docs = asset_path("doc2dial/doc2dial_doc.json")
     assert cli("index", docs, "-o", root / "doc2dial-index", "--no-dense").exit_code == 0
+    import groundtune as gt
+    from groundtune.models import load_model
+
+    gt.save_adapter(gt.attach(load_model(ws / "model")[0], gt.LoraConfig(r=2, alpha=4)), root / "lora-adapter")
     return root
 
 
@@ -431,6 +435,7 @@ def _runs(ws, index_dir, m, i, out, encoder, reranker_base):
                               "--out", out / "merged"],
         "merge extract": ["merge", "extract", "--base", m["base"], "--chat", m["chat"], "--out", out / "vector"],
         "merge apply": ["merge", "apply", "--target", m["cp"], "--vector", out / "vector", "--out", out / "applied"],
+        "export": ["export", i / "lora-adapter", "--for", "merged", "--model", ws / "model", "--out", out / "exported"],
         "synth": ["synth", i / "doc2dial-index", "--out", out / "synth.jsonl", "--model", ws / "model", "--limit", "2",
                   "--batch-size", "2", "--max-new-tokens", "4"],
         "classify": ["classify", i / "rows.jsonl", "--shots", "0", "--model", ws / "model", "--output",

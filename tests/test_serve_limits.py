@@ -63,7 +63,7 @@ def post(url, path, obj, **kw):
 
 
 def files_of(folder: Path, **replace: bytes) -> dict[str, str]:
-    from groundtune.serve.app import UPLOAD_FILES
+    from groundtune.serve.schemas import UPLOAD_FILES
 
     data = {p.name: p.read_bytes() for p in folder.iterdir() if p.name in UPLOAD_FILES}  # not peft's README.md
     data.update(replace)

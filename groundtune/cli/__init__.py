@@ -5,7 +5,7 @@ the list of commands; each area's commands live in their own module, the options
     tasks      glue, classify, summarize-eval
     retrieval  index, retrieve, train-reranker, synth
     serve      serve
-    merge      merge chat-vector | extract | apply
+    merge      merge chat-vector | extract | apply, export
 
 Heavy imports live inside each command so `--help` answers at once. A new command is a function in its area's
 module and one line below (the order below is the order `--help` lists them)."""
@@ -52,5 +52,6 @@ app.command("train-reranker")(retrieval.train_reranker)
 app.command()(retrieval.synth)
 app.command()(tasks.classify)
 app.command("summarize-eval")(tasks.summarize_eval)
+app.command()(merge.export)
 app.command()(serve.serve)
 app.add_typer(merge.merge_app, name="merge")

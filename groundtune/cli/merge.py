@@ -1,4 +1,5 @@
-"""Chat vector commands: `groundtune merge chat-vector | extract | apply`, a sub-group of the app."""
+"""Chat vector commands (`groundtune merge chat-vector | extract | apply`, a sub-group of the app) and
+`groundtune export`, which folds or reshapes an adapter for another engine."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -6,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from groundtune.cli.options import SHARD_HELP, MaxShardSize, MergeOverwrite, Skip, TemplateFrom, TokenMap, \
-    config_option
+    config_option, model_option, out_option, overwrite_flag
 
 merge_app = typer.Typer(
     help="Chat Vector: give a continually pre-trained model chat ability without training, "
@@ -130,3 +131,23 @@ def merge_apply(
     _merge_report(lambda: merge(target, [Vector(r, saved=v) for v, r in zip(vector, ratios)], out, skip=skip,
                                 token_map=token_map, template_from=template_from, max_shard_size=max_shard_size,
                                 overwrite=overwrite))
+
+
+def export(
+    adapter: Annotated[Path, typer.Argument(
+        help="Adapter folder from training (or, for merged, a chat-vector model folder).")],
+    to: Annotated[str, typer.Option(
+        "--for", help="vllm: a LoRA folder for `vllm serve BASE --enable-lora --lora-modules NAME=OUT`; merged: the "
+        "adapter folded into plain safetensors shards with the tokenizer.")],
+    out: Annotated[Path, out_option("Output folder (written whole, then renamed into place).")],
+    model: Annotated[Optional[str], model_option(
+        "Base model the adapter was trained on (merged only; default: the one its adapter_config.json names).")]
+    = None,
+    max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard (merged).")] = "5GB",
+    overwrite: Annotated[bool, overwrite_flag("Replace an earlier export in --out.")] = False,
+):
+    """Export an adapter for another engine: LoRA for vLLM as it is, or LoRA / BitFit / full fine-tuning merged into
+    the weights. Prompt methods and LLaMA-Adapter cannot be merged and are refused with the reason."""
+    from groundtune.merge.export import export as run_export
+
+    typer.echo(f"exported: {run_export(adapter, out, to=to, model=model, max_shard_size=max_shard_size, overwrite=overwrite)}")

@@ -66,6 +66,27 @@ def read_adapter_config(folder: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON ({err}); re-save the adapter") from None
 
 
+def adapter_method(folder: str | os.PathLike) -> str:
+    """The registered method name of an adapter folder, from its adapter_config.json alone (nothing is loaded):
+    groundtune's own layout names it, a peft folder's peft_type is read by the method that lists that type."""
+    meta = read_adapter_config(folder)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{Path(folder) / CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; "
+                         "re-save the adapter")
+    if "groundtune_method" in meta:
+        name = meta["groundtune_method"]
+        if name not in registry():
+            raise ValueError(f"{Path(folder) / CONFIG_NAME}: method {name!r} is not one groundtune knows "
+                             f"({', '.join(registry())})")
+        return name
+    readers = [m for m in registry().values() if meta.get("peft_type") in m.peft_types]
+    if not readers:
+        known = sorted(t for m in registry().values() for t in m.peft_types)
+        raise ValueError(f"{Path(folder) / CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune "
+                         f"loads; it loads {known}")
+    return readers[0].name
+
+
 def check_weights(folder: str | os.PathLike) -> None:
     """ValueError naming the file when the folder's weights are not a whole safetensors file (zeroed, truncated,
     a header that claims more than the file holds); safetensors checks the header against the file's size."""
