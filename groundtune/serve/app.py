@@ -34,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from groundtune.errors import GroundtuneError
-from groundtune.serve.citations import MAX_K, Grounding, RequestError, base_format, build_chat_prompt, \
-    request_documents
+from groundtune.data.prompt_format import base_format
+from groundtune.serve.citations import MAX_K, Grounding, RequestError, build_chat_prompt, \
+    request_documents, split_conversation
 from groundtune.serve.engine import AdapterExists, Engine, GenRequest, QueueFull
 from groundtune.serve.gate import RequestGate
 from groundtune.serve.store import AdapterStore
@@ -330,17 +331,16 @@ def create_app(engine: Engine, grounding: Grounding | None = None, api_key: str 
     async def chat(body: ChatRequest, request: Request):
         adapter, fmt = server.resolve(body.model)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        from groundtune.serve.citations import split_conversation
-
-        _, history, question = split_conversation(messages)
+        conversation = split_conversation(messages)  # once per request: retrieval and the prompt both read it
         if body.documents is not None:
             citations = request_documents([d if isinstance(d, str) else d.model_dump() for d in body.documents])
         elif body.retrieval is False or server.grounding.retriever is None:
             citations = []
         else:
             k = body.k or int(fmt.get("k", 3))
-            citations = await asyncio.to_thread(server.grounding.passages, question, history, k)
-        prompt = build_chat_prompt(fmt, engine.tokenizer, messages, citations)
+            citations = await asyncio.to_thread(server.grounding.passages, conversation.question,
+                                              conversation.history, k)
+        prompt = build_chat_prompt(fmt, engine.tokenizer, conversation, citations)
         ids, limit = server.prepare(prompt, fmt, adapter, body.limit, capped=True)
         gen, queue = server.start(body, ids, adapter, limit)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from groundtune.data.collate import pad_rows, pad_token_id
 from groundtune.errors import GroundtuneError
 
 
@@ -423,20 +424,16 @@ class Engine:
         try:
             model = self._use(batch[0].adapter)
             tok = self.tokenizer
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            pad = pad_token_id(tok)
             device = next(model.parameters()).device
             shared = self._shared_prefix(batch)
             # Rows are [shared prefix | left padding | the row's own rest]: the prefix is prefilled once and its
             # KV cache repeated over the rows; positions come from the attention mask, so they are the same as
             # without the padding (a padded position is never attended to).
-            width = max(len(r.prompt_ids) for r in batch) - shared
-            ids = torch.full((len(batch), shared + width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
-            for row, r in enumerate(batch):
-                ids[row, :shared] = torch.tensor(r.prompt_ids[:shared])
-                ids[row, shared + width - (len(r.prompt_ids) - shared):] = torch.tensor(r.prompt_ids[shared:])
-                mask[row, :shared] = 1
-                mask[row, shared + width - (len(r.prompt_ids) - shared):] = 1
+            rest_ids, rest_mask = pad_rows([r.prompt_ids[shared:] for r in batch], pad)
+            prefix = torch.tensor([batch[0].prompt_ids[:shared]] * len(batch), dtype=torch.long).view(len(batch), shared)
+            ids = torch.cat([prefix, rest_ids], dim=1)
+            mask = torch.cat([torch.ones_like(prefix), rest_mask], dim=1)
             rows = _Rows(batch, tok, self.stats)
             extra = {}
             with torch.no_grad():
