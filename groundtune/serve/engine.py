@@ -5,17 +5,18 @@ their trained tensors kept on the CPU, and detached again. To serve a batch, the
 the model and attaches the batch's adapter through the method registry, copying its tensors in: the base model is
 never reloaded, LoRA stays unmerged, and BitFit's biases are put back exactly by its own detach.
 
-Waiting requests are grouped by adapter, oldest first; a batch takes up to `max_batch` requests of one adapter
-and runs them through `model.generate` together (left-padded, as offline `groundtune.generate` does). Before a
-batch starts, the worker waits until `max_batch` requests of the oldest one's adapter are waiting or the oldest
-one has waited `batch_wait_s` (the gather window; a lone request is delayed by at most that). On a CPU a batch's
-time is mostly prefill, which batching does not amortize, so a prompt prefix shared by every row (grounded
-prompts on one document) is prefilled once and its KV cache repeated over the rows; the rows' own rests follow
-it, left-padded (base, LoRA and BitFit only: prompt methods put virtual tokens first). A stopping
-criterion sees each new token: it streams the row's text to its request, applies the row's own `max_tokens`,
-stop strings and cancellation, and marks the row done; a logits processor samples the rows that asked for a
-temperature with their own seeded generator (greedy rows are left to generate's argmax, so a greedy answer is
-exactly offline `generate`'s).
+Continuous batching (the decoding itself is groundtune.serve.batch's `RunningBatch`, the engine's own loop over a
+KV cache). Requests join the running batch at a decoding-step boundary: the newcomer is prefilled, then decodes
+with the others; a row that is done leaves at once. A request joins only a batch on its own adapter, and only
+while no older request for another adapter is waiting: that one's turn comes when the batch drains, so no adapter
+starves. When nothing runs, the worker waits until `max_batch` requests of the oldest one's adapter are waiting
+or the oldest one has waited `batch_wait_s` (the gather window; a lone request is delayed by at most that), so
+that requests arriving together start together. On a CPU prefill is compute-bound, so batching does not amortize
+it: newcomers are prefilled one by one, except that a prompt prefix they all share (grounded prompts on one
+document) is prefilled once and its KV cache repeated over the rows (only for prefix-safe methods,
+`Method.prefix_safe`: prompt methods put virtual tokens first). Each row has its own `max_tokens`, stop strings,
+cancellation, streaming and seeded sampler; a greedy row takes the float32 argmax, as offline `generate` does,
+so a greedy answer is exactly offline `generate`'s.
 """
 
 from __future__ import annotations
@@ -29,16 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from groundtune.data.collate import pad_rows, pad_token_id
 from groundtune.errors import GroundtuneError
-
-
-def _takes(model, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(model.forward).parameters
+from groundtune.serve.batch import Rows, RunningBatch
 
 
 class QueueFull(GroundtuneError):
@@ -101,109 +96,6 @@ class GenRequest:
         return self.finish_reason is not None
 
 
-class _Rows:
-    """Per-row bookkeeping of one batch: the stopping criterion and the sampler of `model.generate`."""
-
-    def __init__(self, requests: list[GenRequest], tokenizer, stats: dict):
-        self.requests = requests
-        self.tokenizer = tokenizer
-        self.stats = stats
-        eos = tokenizer.eos_token_id
-        self.eos = {eos} if eos is not None else set()
-        self.generators = []
-        for r in requests:
-            g = None
-            if r.temperature > 0:
-                g = torch.Generator()
-                g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
-            self.generators.append(g)
-
-    # ---- logits processor: per-row temperature / top-p sampling with the row's own generator
-    def sample(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, (r, g) in enumerate(zip(self.requests, self.generators)):
-            if g is None or r.done:
-                continue
-            # In float64 (a temperature such as 1e-300 is 0 in float32), the top logit shifted to 0 first: a tiny
-            # temperature then sends the others to -inf rather than the top to inf (inf - inf is nan in the softmax).
-            logits = scores[row].double()
-            logits = (logits - logits.max()) / r.temperature
-            if r.top_p < 1.0:
-                sorted_logits, order = torch.sort(logits, descending=True)
-                cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-                drop = cum - torch.softmax(sorted_logits, dim=-1) >= r.top_p  # keep the smallest set reaching top_p
-                logits[order[drop]] = float("-inf")
-            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=g)
-            scores[row] = float("-inf")
-            scores[row, token] = 0.0
-        return scores
-
-    # ---- stopping criterion: stream each row's new text, stop rows that are finished
-    def step(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, -1].tolist()
-        flags = []
-        for row, r in enumerate(self.requests):
-            if not r.done:
-                if r.cancelled.is_set():
-                    self._finish(r, "cancelled")
-                elif new[row] in self.eos:
-                    self._flush(r, final=True)
-                    self._finish(r, "stop")
-                else:
-                    r.tokens.append(new[row])
-                    self.stats["tokens"] += 1
-                    if not self._flush(r, final=len(r.tokens) >= r.max_tokens):
-                        self._finish(r, "stop")  # a stop string
-                    elif len(r.tokens) >= r.max_tokens:
-                        self._finish(r, "length")
-            flags.append(r.done)
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
-
-    def _flush(self, r: GenRequest, final: bool) -> bool:
-        """Emit the row's text that is safe to show; False when a stop string ended it."""
-        text = self.tokenizer.decode(r.tokens, skip_special_tokens=True).lstrip()
-        for s in r.stop:
-            at = text.find(s, max(0, len(r.text) - len(s)))
-            if at >= 0:
-                self._emit_upto(r, text[:at])
-                return False
-        if final:
-            self._emit_upto(r, text)
-            return True
-        hold = max((len(s) - 1 for s in r.stop), default=0)
-        safe = text[:len(text) - hold] if hold else text
-        while safe.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other tokens
-            safe = safe[:-1]
-        self._emit_upto(r, safe)
-        return True
-
-    @staticmethod
-    def _emit_upto(r: GenRequest, text: str) -> None:
-        if len(text) > len(r.text) and text.startswith(r.text):
-            delta, r.text = text[len(r.text):], text
-            r.emit(("delta", delta))
-
-    def _finish(self, r: GenRequest, reason: str) -> None:
-        r.finish_reason = reason
-        self.stats["cancelled" if reason == "cancelled" else "completed"] += 1
-        r.emit(("done", reason))
-
-
-class _Stop(StoppingCriteria):
-    def __init__(self, rows: _Rows):
-        self.rows = rows
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return self.rows.step(input_ids, scores, **kwargs)
-
-
-class _Sample(LogitsProcessor):
-    def __init__(self, rows: _Rows):
-        self.rows = rows
-
-    def __call__(self, input_ids, scores):
-        return self.rows.sample(input_ids, scores)
-
-
 class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
@@ -226,7 +118,9 @@ class Engine:
         # the largest method, is exactly the model's size).
         self.max_adapter_parameters = max_adapter_parameters or sum(p.numel() for p in self.model.parameters())
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "rejected": 0, "batches": 0, "tokens": 0,
-                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0}
+                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0, "joined": 0,
+                      "steps": 0}
+        self._rows = Rows(tokenizer, self.stats)
         self._pending: deque[GenRequest] = deque()
         self._control: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -337,50 +231,103 @@ class Engine:
         self.model.eval()
         return self.model
 
-    def _next_batch(self) -> list[GenRequest]:
-        """The oldest waiting request and up to max_batch - 1 more for the same adapter (FIFO)."""
+    def _take_waiting(self, batch: RunningBatch | None) -> list[GenRequest]:
+        """Waiting requests, oldest first, that can share `batch` (None: start one with the oldest request's
+        adapter), up to the batch's free rows. Taking stops at the first one that cannot, so an adapter that has
+        to wait for the batch to drain is not passed over by younger requests (the batch then drains, and the
+        next one starts with it)."""
         with self._cond:
             while self._pending and self._pending[0].cancelled.is_set():
-                r = self._pending.popleft()
-                r.finish_reason = "cancelled"
-                self.stats["cancelled"] += 1
-                r.emit(("done", "cancelled"))
+                self._cancel_waiting(self._pending.popleft())
             if not self._pending:
                 return []
-            adapter = self._pending[0].adapter
-            batch, rest = [], deque()
+            adapter = batch.adapter if batch is not None else self._pending[0].adapter
+            room = self.max_batch - (len(batch) if batch is not None else 0)
+            taken, rest = [], deque()
+            blocked = False
             while self._pending:
                 r = self._pending.popleft()
-                if r.adapter is adapter and len(batch) < self.max_batch and not r.cancelled.is_set():
-                    batch.append(r)
-                elif r.cancelled.is_set():
-                    r.finish_reason = "cancelled"
-                    self.stats["cancelled"] += 1
-                    r.emit(("done", "cancelled"))
+                if r.cancelled.is_set():
+                    self._cancel_waiting(r)
+                elif not blocked and r.adapter is adapter and len(taken) < room:
+                    taken.append(r)
                 else:
+                    blocked = blocked or r.adapter is not adapter
                     rest.append(r)
             self._pending = rest
-            return batch
+            return taken
+
+    def _cancel_waiting(self, r: GenRequest) -> None:
+        r.finish_reason = "cancelled"
+        self.stats["cancelled"] += 1
+        r.emit(("done", "cancelled"))
 
     def _loop(self) -> None:
+        batch: RunningBatch | None = None
         while True:
             with self._cond:
-                while not self._stop and not self._control and not (self._pending and self._running.is_set()):
+                while not self._stop and not self._control and not batch \
+                        and not (self._pending and self._running.is_set()):
                     self._cond.wait(timeout=0.5)
                 if self._stop:
                     break
                 control = self._control.popleft() if self._control else None
-            if control is not None:
+            if control is not None:  # between two decoding steps; the batch's adapter is put back below
                 fn, future = control
                 try:
                     future.set_result(fn())
                 except BaseException as err:  # the caller gets it; the worker goes on
                     future.set_exception(err)
                 continue
+            try:
+                batch = self._advance(batch)
+            except Exception as err:  # one bad batch fails its requests; the server keeps serving
+                if batch is not None:
+                    batch.fail(err)
+                batch = None
+        if batch is not None:
+            batch.fail(GroundtuneError("the server is shutting down"))
+
+    def _advance(self, batch: RunningBatch | None) -> RunningBatch | None:
+        """Admit newcomers at this step boundary, then run one decoding step. Returns the batch (None: empty)."""
+        if not batch and self._running.is_set():
             self._gather()
-            batch = self._next_batch()
-            if batch:
-                self._run(batch)
+            batch = None
+        newcomers = self._take_waiting(batch) if self._running.is_set() else []
+        if newcomers:
+            if batch is None:
+                batch = self._new_batch(newcomers[0].adapter)
+            else:
+                self.stats["joined"] += len(newcomers)
+            model = self._use(batch.adapter)
+            batch.admit(model, self._groups(newcomers))
+        if not batch:
+            return None
+        batch.drop_cancelled()
+        if batch:
+            model = self._use(batch.adapter)
+            self.stats["steps"] += 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
+            sizes = self.stats["batch_sizes"]
+            sizes[len(batch)] = sizes.get(len(batch), 0) + 1
+            batch.step(model)
+        return batch if batch else None
+
+    def _new_batch(self, adapter: AdapterState | None) -> RunningBatch:
+        self.stats["batches"] += 1
+        batch = RunningBatch(self._rows, pad_token_id(self.tokenizer), self.model.config,
+                             virtual=adapter.virtual_tokens if adapter is not None else 0)
+        batch.adapter = adapter
+        return batch
+
+    def _groups(self, newcomers: list[GenRequest]) -> list[tuple[list[GenRequest], int]]:
+        """How newcomers are prefilled: together, when they share a prompt prefix worth prefilling once; else one
+        by one (on a CPU prefill is compute-bound, and a padded batch would compute its padding too)."""
+        shared = self._shared_prefix(newcomers)
+        if shared:
+            self.stats["prefix_tokens_shared"] += shared * (len(newcomers) - 1)
+            return [(newcomers, shared)]
+        return [([r], 0) for r in newcomers]
 
     def _gather(self) -> None:
         """The gather window: wait until the oldest waiting request is `batch_wait_s` old or its adapter has
@@ -415,47 +362,3 @@ class Engine:
                 i += 1
             n = i
         return n if n >= self.min_shared_prefix else 0
-
-    def _run(self, batch: list[GenRequest]) -> None:
-        self.stats["batches"] += 1
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
-        sizes = self.stats["batch_sizes"]
-        sizes[len(batch)] = sizes.get(len(batch), 0) + 1
-        try:
-            model = self._use(batch[0].adapter)
-            tok = self.tokenizer
-            pad = pad_token_id(tok)
-            device = next(model.parameters()).device
-            shared = self._shared_prefix(batch)
-            # Rows are [shared prefix | left padding | the row's own rest]: the prefix is prefilled once and its
-            # KV cache repeated over the rows; positions come from the attention mask, so they are the same as
-            # without the padding (a padded position is never attended to).
-            rest_ids, rest_mask = pad_rows([r.prompt_ids[shared:] for r in batch], pad)
-            prefix = torch.tensor([batch[0].prompt_ids[:shared]] * len(batch), dtype=torch.long).view(len(batch), shared)
-            ids = torch.cat([prefix, rest_ids], dim=1)
-            mask = torch.cat([torch.ones_like(prefix), rest_mask], dim=1)
-            rows = _Rows(batch, tok, self.stats)
-            extra = {}
-            with torch.no_grad():
-                if shared:
-                    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
-                    out = model(input_ids=ids[:1, :shared].to(device), use_cache=True, **keep)
-                    cache = out.cache
-                    cache.batch_repeat_interleave(len(batch))
-                    extra["cache"] = cache
-                    self.stats["prefix_tokens_shared"] += shared * (len(batch) - 1)
-                model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               max_new_tokens=max(r.max_tokens for r in batch), do_sample=False, num_beams=1,
-                               pad_token_id=pad, eos_token_id=tok.eos_token_id,
-                               stopping_criteria=StoppingCriteriaList([_Stop(rows)]),
-                               logits_processor=LogitsProcessorList([_Sample(rows)]), **extra)
-            for r in batch:  # generate stopped at max_new_tokens or the model's own limit
-                if not r.done:
-                    rows._flush(r, final=True)
-                    rows._finish(r, "length")
-        except Exception as err:  # one bad batch fails its requests; the server keeps serving
-            for r in batch:
-                if not r.done:
-                    r.finish_reason = "error"
-                    self.stats["failed"] += 1
-                    r.emit(("error", f"generation failed: {type(err).__name__}: {err}"))

@@ -1,0 +1,103 @@
+"""The engine's continuous batching on a tiny random Qwen2: requests that arrive while a batch decodes join it at a
+step boundary (shorter and longer prompts than the running rows, so both sides get left-padded), finished rows
+leave, and every greedy answer still equals offline `groundtune.generate` with its adapter."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+import torch
+
+import groundtune as gt
+from groundtune.config import GenerationConfig
+from groundtune.generate import generate
+from groundtune.methods import trainable_state_dict
+from groundtune.serve.engine import Engine, GenRequest
+from tiny import TINY, tiny_tokenizer
+
+METHODS = {
+    "lora": gt.LoraConfig(r=2, alpha=4),
+    "llama_adapter": gt.LlamaAdapterConfig(layers=2, length=3),
+    "accept": gt.AcceptConfig(length=4, codewords=3, scap_codewords=3, max_length=64),
+}
+LONG = "w10 w11 w12 w13 w14 w15 w16 w17"
+JOINERS = ["w30 w31 w32 w33 w34 w35 w36 w37 w38 w39 w40 w41 w42", "w50 w51 w52"]  # longer, shorter than LONG
+
+
+def base_model():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("qwen2", vocab_size=97, max_position_embeddings=256, **TINY["qwen2"])
+    config.pad_token_id = 0
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+
+
+def offline(folder, prompt: str, max_new_tokens: int) -> str:
+    model = base_model() if folder is None else gt.load_adapter(base_model(), folder)
+    return generate(model, tiny_tokenizer(), [prompt], GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1),
+                    progress=False)[0]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    folders = {}
+    for i, (name, config) in enumerate(METHODS.items()):
+        model = gt.attach(base_model(), config)
+        g = torch.Generator().manual_seed(i + 1)
+        with torch.no_grad():
+            for p in trainable_state_dict(model).values():
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+        folders[name] = gt.save_adapter(model, root / name)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def engine(adapters):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    engine = Engine(base_model(), tiny_tokenizer(), batch_wait_s=0)
+    for name, folder in adapters.items():
+        engine.add_adapter(name, folder).result()
+    yield engine
+    engine.close()
+    torch.set_num_threads(before)
+
+
+def submit(engine, adapter, prompt: str, max_tokens: int) -> tuple[GenRequest, queue.Queue]:
+    events: queue.Queue = queue.Queue()
+    tok = engine.tokenizer
+    request = GenRequest(tok(prompt)["input_ids"], adapter, max_tokens, events.put)
+    engine.submit(request)
+    return request, events
+
+
+def wait(request: GenRequest, events: queue.Queue, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while not request.done:
+        assert time.monotonic() < deadline, "the request did not finish"
+        time.sleep(0.005)
+    return request.text
+
+
+@pytest.mark.parametrize("name", [None, *METHODS])
+def test_requests_that_arrive_mid_batch_join_it_and_each_equals_offline_generate(engine, adapters, name):
+    adapter = engine.adapters[name] if name else None
+    joined, steps = engine.stats["joined"], engine.stats["steps"]
+    long, long_events = submit(engine, adapter, LONG, 40)
+    deadline = time.monotonic() + 30
+    while len(long.tokens) < 3 and not long.done and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert not long.done, "the long request ended before the others could join: pick another prompt"
+    others = [submit(engine, adapter, p, 6) for p in JOINERS]
+    texts = [wait(r, e) for r, e in others]
+    assert not long.done or long.finish_reason == "length"  # the short ones left while the long one decoded on
+    long_text = wait(long, long_events)
+    assert engine.stats["joined"] - joined == len(JOINERS)
+    assert engine.stats["steps"] - steps < 40 + 2 * 6  # they decoded together, not one after the other
+    folder = adapters.get(name)
+    assert long_text == offline(folder, LONG, 40)
+    assert texts == [offline(folder, p, 6) for p in JOINERS]
