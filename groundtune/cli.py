@@ -817,13 +817,15 @@ def serve(
     max_queue: int = typer.Option(64, help="Most waiting requests; beyond it the server answers 503 + Retry-After."),
     adapter_dir: Optional[str] = typer.Option(None, help="Folder where adapters uploaded to /admin are kept; a restart serves them again."),
     max_upload_mb: int = typer.Option(256, help="Largest adapter upload accepted, in MiB."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 where the CPU has AVX512-BF16/AMX or the GPU supports it, "
+                                           "else float32), float32 or bfloat16."),
 ):
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models) and a chat page at /,
     each request's `model` picking one of the adapters, hot-swapped on one loaded base."""
     from groundtune.serve import serve as run_server
 
     run_server(model, adapter, index=index, host=host, port=port, api_key=api_key, max_batch=max_batch,
-               max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb)
+               max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb, dtype=dtype)
 
 if __name__ == "__main__":
     app()

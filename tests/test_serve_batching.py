@@ -101,3 +101,24 @@ def test_requests_that_arrive_mid_batch_join_it_and_each_equals_offline_generate
     folder = adapters.get(name)
     assert long_text == offline(folder, LONG, 40)
     assert texts == [offline(folder, p, 6) for p in JOINERS]
+
+
+def test_dtype_auto_follows_the_hardware_and_bfloat16_serves_every_kind(adapters):
+    from groundtune.errors import ConfigError
+    from groundtune.models import cpu_has_bf16, serving_dtype
+
+    assert serving_dtype("auto")[0] == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert serving_dtype("float32") == (torch.float32, "as asked")
+    with pytest.raises(ConfigError, match="--dtype"):
+        serving_dtype("float8")
+    engine = Engine(base_model(), tiny_tokenizer(), batch_wait_s=0, dtype="bfloat16")
+    try:
+        assert engine.dtype == torch.bfloat16 and engine.dtype_note.startswith("bfloat16")
+        for name, folder in adapters.items():
+            engine.add_adapter(name, folder).result()
+        requests = [submit(engine, engine.adapters.get(name), LONG, 5) for name in [None, *METHODS]]
+        for r, events in requests:
+            wait(r, events)
+            assert r.finish_reason in ("length", "stop") and r.tokens, r.finish_reason
+    finally:
+        engine.close()

@@ -47,8 +47,10 @@ def parse_adapters(specs: list[str]) -> dict[str, Path]:
 
 def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retriever=None, api_key: str | None = None,
           base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
-          adapter_dir: str | Path | None = None, max_upload_bytes: int | None = None):
+          adapter_dir: str | Path | None = None, max_upload_bytes: int | None = None, dtype=None):
     """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves.
+
+    dtype: what the engine serves in ("auto": bfloat16 where the hardware has it; None: as loaded).
 
     adapter_dir: uploads are kept there, and those kept by earlier runs are served again."""
     from groundtune.serve.app import MAX_UPLOAD_BYTES, create_app
@@ -67,7 +69,7 @@ def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retrieve
         raise ServeError(f"--adapter {clash[0]}=... and an upload kept in --adapter-dir {adapter_dir} have the same "
                          "name; give the --adapter another name")
     engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue, batch_wait_s=batch_wait_s,
-                    base_name=base_name)
+                    base_name=base_name, dtype=dtype)
     options = {**{name: (folder, f"--adapter {name}={folder}") for name, folder in (adapters or {}).items()},
                **{name: (folder, f"--adapter-dir {adapter_dir}: {name}") for name, folder in saved.items()}}
     for name, (folder, where) in options.items():
@@ -120,7 +122,7 @@ class BackgroundServer:
 
 def serve(model: str | None = None, adapters: list[str] = (), *, index: str | None = None, host: str = "127.0.0.1",
           port: int = 8000, api_key: str | None = None, max_batch: int = 8, max_queue: int = 64,
-          adapter_dir: str | None = None, max_upload_mb: int = 256) -> None:
+          adapter_dir: str | None = None, max_upload_mb: int = 256, dtype: str = "auto") -> None:
     """Load the model (the embedded default when None), the adapters and the index, and serve until stopped."""
     import uvicorn
 
@@ -135,6 +137,9 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
         raise ServeError(f"--max-upload-mb {max_upload_mb}: give a size in MiB between 1 and {2**20}")
     if adapter_dir is not None and Path(adapter_dir).exists() and not Path(adapter_dir).is_dir():
         raise ServeError(f"--adapter-dir {adapter_dir} is a file; give a folder (it is created if missing)")
+    from groundtune.models import serving_dtype
+
+    serving_dtype(dtype)  # a bad --dtype is refused before anything loads
     folders = parse_adapters(list(adapters))
     retriever = None
     if index is not None:
@@ -147,10 +152,10 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
     base, tokenizer = load_model(model)
     app, engine = build(base, tokenizer, folders, retriever=retriever, api_key=api_key,
                         base_name=Path(str(model)).name if model else None, max_batch=max_batch, max_queue=max_queue,
-                        adapter_dir=adapter_dir, max_upload_bytes=max_upload_mb * 2**20)
+                        adapter_dir=adapter_dir, max_upload_bytes=max_upload_mb * 2**20, dtype=dtype)
     print(f"groundtune serve: {engine.base_name} with {len(engine.adapters)} adapter(s) "
           f"({', '.join(engine.adapters) or 'none'}){', index ' + index if index else ''} on http://{host}:{port} "
-          f"(chat page at /, OpenAI API at /v1)", flush=True)
+          f"(chat page at /, OpenAI API at /v1); serving in {engine.dtype_note}", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:

@@ -100,12 +100,24 @@ class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
-                 base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None):
+                 base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None,
+                 dtype=None):
+        """dtype: "auto" (bfloat16 where the hardware has it, see `groundtune.models.serving_dtype`), a dtype or
+        its name, or None to serve the model in the dtype it was loaded in; `dtype_note` says which and why."""
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
         from groundtune.methods import detach
 
         self.model = detach(model)
+        if dtype is not None:
+            from groundtune.models import serving_dtype
+
+            dtype, why = serving_dtype(dtype, next(self.model.parameters()).device)
+            self.model.to(dtype)
+        else:
+            why = "as loaded"
+        self.dtype = next(self.model.parameters()).dtype
+        self.dtype_note = f"{str(self.dtype).removeprefix('torch.')} ({why})"
         self.model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name or str(getattr(model, "name_or_path", "base"))
