@@ -21,6 +21,9 @@ METHODS = {
     "lora": gt.LoraConfig(r=2, alpha=4),
     "llama_adapter": gt.LlamaAdapterConfig(layers=2, length=3),
     "accept": gt.AcceptConfig(length=4, codewords=3, scap_codewords=3, max_length=64),
+    "lora_b": gt.LoraConfig(r=1, alpha=2, target_modules=["q_proj", "v_proj", "o_proj"]),
+    "llama_adapter_b": gt.LlamaAdapterConfig(layers=3, length=2),
+    "bitfit": gt.BitFitConfig(),
 }
 LONG = "w10 w11 w12 w13 w14 w15 w16 w17"
 JOINERS = ["w30 w31 w32 w33 w34 w35 w36 w37 w38 w39 w40 w41 w42", "w50 w51 w52"]  # longer, shorter than LONG
@@ -83,7 +86,7 @@ def wait(request: GenRequest, events: queue.Queue, timeout: float = 60) -> str:
     return request.text
 
 
-@pytest.mark.parametrize("name", [None, *METHODS])
+@pytest.mark.parametrize("name", [None, "lora", "llama_adapter", "accept", "bitfit"])
 def test_requests_that_arrive_mid_batch_join_it_and_each_equals_offline_generate(engine, adapters, name):
     adapter = engine.adapters[name] if name else None
     joined, steps = engine.stats["joined"], engine.stats["steps"]
@@ -114,11 +117,31 @@ def test_dtype_auto_follows_the_hardware_and_bfloat16_serves_every_kind(adapters
     engine = Engine(base_model(), tiny_tokenizer(), batch_wait_s=0, dtype="bfloat16")
     try:
         assert engine.dtype == torch.bfloat16 and engine.dtype_note.startswith("bfloat16")
-        for name, folder in adapters.items():
+        for name, folder in list(adapters.items())[:3]:
             engine.add_adapter(name, folder).result()
-        requests = [submit(engine, engine.adapters.get(name), LONG, 5) for name in [None, *METHODS]]
+        requests = [submit(engine, engine.adapters.get(name), LONG, 5) for name in [None, "lora", "llama_adapter",
+                                                                                     "accept"]]
         for r, events in requests:
             wait(r, events)
             assert r.finish_reason in ("length", "stop") and r.tokens, r.finish_reason
     finally:
         engine.close()
+
+
+def test_one_batch_mixes_base_lora_and_llama_adapter_rows_and_each_equals_offline_generate(engine, adapters):
+    """LoRA rows through peft's adapter_names, LLaMA-Adapter rows through their own prompts and gates, base rows
+    through neither; BitFit changes shared weights, so its request waits for a batch of its own."""
+    names = [None, "lora", "llama_adapter", "lora_b", "llama_adapter_b", "lora", "bitfit"]
+    prompts = [" ".join(f"w{10 + (3 * i + j) % 80}" for j in range(4 + 3 * i)) for i in range(len(names))]
+    batches, swaps = engine.stats["batches"], engine.stats["swaps"]
+    engine.pause()
+    try:
+        submitted = [submit(engine, engine.adapters.get(n) if n else None, p, 8) for n, p in zip(names, prompts)]
+    finally:
+        engine.resume()
+    texts = [wait(r, e) for r, e in submitted]
+    assert engine.stats["batches"] - batches == 2  # the mixable six together, then BitFit
+    assert engine.stats["max_batch_seen"] >= 6
+    expected = [offline(adapters.get(n), p, 8) for n, p in zip(names, prompts)]
+    assert texts == expected
+    assert len(set(expected)) >= 5  # the adapters really change the answers

@@ -36,6 +36,9 @@ from groundtune.errors import GroundtuneError
 from groundtune.serve.batch import Rows, RunningBatch
 
 
+MIXED = "mixed"  # the key of a batch whose rows may each use another mixable adapter
+
+
 class QueueFull(GroundtuneError):
     """The request queue is at its bound; the client should retry later."""
 
@@ -101,9 +104,10 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
                  base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None,
-                 dtype=None):
+                 dtype=None, mix_adapters: bool = True):
         """dtype: "auto" (bfloat16 where the hardware has it, see `groundtune.models.serving_dtype`), a dtype or
-        its name, or None to serve the model in the dtype it was loaded in; `dtype_note` says which and why."""
+        its name, or None to serve the model in the dtype it was loaded in; `dtype_note` says which and why.
+        mix_adapters: False batches one adapter at a time even where methods can mix (a benchmark's baseline)."""
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
         from groundtune.methods import detach
@@ -123,8 +127,11 @@ class Engine:
         self.base_name = base_name or str(getattr(model, "name_or_path", "base"))
         self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
         self.min_shared_prefix = min_shared_prefix
+        self.mix_adapters = mix_adapters
         self.adapters: dict[str, AdapterState] = {}
         self.current: AdapterState | None = None
+        self._mixed: dict[int, tuple[str, AdapterState]] | None = None  # a mixed batch's adapters: slot names
+        self._mixed_methods: list[str] = []
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         # An adapter larger than the model it adapts is refused before anything is allocated (full fine-tuning,
         # the largest method, is exactly the model's size).
@@ -224,12 +231,11 @@ class Engine:
 
     def _use(self, state: AdapterState | None):
         """Put `state`'s adapter on the model (None: the bare base). Returns the model."""
-        if self.current is state:
+        if self._mixed is None and self.current is state:
             return self.model
         from groundtune.methods import attach, detach, trainable_state_dict
 
-        self.model = detach(self.model)
-        self.current = None
+        self._detach_all()
         if state is not None:
             model = attach(self.model, state.config)
             params = trainable_state_dict(model)
@@ -243,6 +249,66 @@ class Engine:
         self.model.eval()
         return self.model
 
+    def _mixes(self, adapter: AdapterState | None) -> bool:
+        """Whether requests for `adapter` can share a batch with other adapters' (the base always can)."""
+        if adapter is None or not self.mix_adapters:
+            return self.mix_adapters
+        from groundtune.methods import get
+
+        method = get(adapter.method)
+        return method.mixable and method.attach_mixed is not None
+
+    def _use_mixed(self, adapters: list[AdapterState]):
+        """Put every adapter of `adapters` on the model at once (a mixed batch). Returns the model."""
+        if self._mixed is not None and {id(a) for a in adapters} <= set(self._mixed):
+            return self.model
+        from groundtune.methods import get
+
+        self._detach_all()
+        slots = {id(a): (f"a{i}", a) for i, a in enumerate(adapters)}
+        groups: dict[str, list] = {}
+        for name, a in slots.values():
+            groups.setdefault(a.method, []).append((name, a.config, a.tensors))
+        # peft-backed methods last: they wrap the model, and the others find its modules by their bare names
+        order = sorted(groups, key=lambda m: (bool(get(m).peft_types), m))
+        for method in order:
+            self.model = get(method).attach_mixed(self.model, groups[method])
+            self.stats["swaps"] += 1
+        self._mixed, self._mixed_methods = slots, order
+        self.model.eval()
+        return self.model
+
+    def _detach_all(self) -> None:
+        from groundtune.methods import detach, get
+
+        if self._mixed is not None:
+            for method in reversed(self._mixed_methods):
+                self.model = get(method).detach_mixed(self.model)
+            self._mixed, self._mixed_methods = None, []
+        self.model = detach(self.model)
+        self.current = None
+
+    def _row_kwargs(self, requests: list[GenRequest]) -> dict:
+        """The forward arguments that give each row of a mixed batch its own adapter ({} otherwise)."""
+        if self._mixed is None:
+            return {}
+        from groundtune.methods import get
+
+        kwargs = {}
+        for method in self._mixed_methods:
+            names = [self._mixed[id(r.adapter)][0] if r.adapter is not None and r.adapter.method == method else None
+                     for r in requests]
+            kwargs.update(get(method).select_rows(self.model, names))
+        return kwargs
+
+    def _model_for(self, batch: RunningBatch, newcomers: list[GenRequest] = ()):
+        if batch.key is not MIXED:
+            return self._use(batch.key)
+        needed = {id(r.adapter): r.adapter for r in [*batch.requests, *newcomers] if r.adapter is not None}
+        if not needed and self._mixed is None:
+            return self._use(None)
+        return self._use_mixed(list(needed.values()))
+
     def _take_waiting(self, batch: RunningBatch | None) -> list[GenRequest]:
         """Waiting requests, oldest first, that can share `batch` (None: start one with the oldest request's
         adapter), up to the batch's free rows. Taking stops at the first one that cannot, so an adapter that has
@@ -253,21 +319,26 @@ class Engine:
                 self._cancel_waiting(self._pending.popleft())
             if not self._pending:
                 return []
-            adapter = batch.adapter if batch is not None else self._pending[0].adapter
+            key = batch.key if batch is not None else self._key(self._pending[0].adapter)
             room = self.max_batch - (len(batch) if batch is not None else 0)
             taken, rest = [], deque()
             blocked = False
             while self._pending:
                 r = self._pending.popleft()
+                fits = self._key(r.adapter) is key
                 if r.cancelled.is_set():
                     self._cancel_waiting(r)
-                elif not blocked and r.adapter is adapter and len(taken) < room:
+                elif not blocked and fits and len(taken) < room:
                     taken.append(r)
                 else:
-                    blocked = blocked or r.adapter is not adapter
+                    blocked = blocked or not fits
                     rest.append(r)
             self._pending = rest
             return taken
+
+    def _key(self, adapter: AdapterState | None):
+        """What a batch is for: MIXED (any mixable adapter, row by row), or one adapter that cannot mix."""
+        return MIXED if self._mixes(adapter) else adapter
 
     def _cancel_waiting(self, r: GenRequest) -> None:
         r.finish_reason = "cancelled"
@@ -308,16 +379,16 @@ class Engine:
         newcomers = self._take_waiting(batch) if self._running.is_set() else []
         if newcomers:
             if batch is None:
-                batch = self._new_batch(newcomers[0].adapter)
+                batch = self._new_batch(self._key(newcomers[0].adapter))
             else:
                 self.stats["joined"] += len(newcomers)
-            model = self._use(batch.adapter)
+            model = self._model_for(batch, newcomers)
             batch.admit(model, self._groups(newcomers))
         if not batch:
             return None
         batch.drop_cancelled()
         if batch:
-            model = self._use(batch.adapter)
+            model = self._model_for(batch)
             self.stats["steps"] += 1
             self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
             sizes = self.stats["batch_sizes"]
@@ -325,11 +396,13 @@ class Engine:
             batch.step(model)
         return batch if batch else None
 
-    def _new_batch(self, adapter: AdapterState | None) -> RunningBatch:
+    def _new_batch(self, key) -> RunningBatch:
         self.stats["batches"] += 1
-        batch = RunningBatch(self._rows, pad_token_id(self.tokenizer), self.model.config,
-                             virtual=adapter.virtual_tokens if adapter is not None else 0)
-        batch.adapter = adapter
+        # a mixed batch holds no prompt method (none mixes yet), so no row has virtual tokens
+        virtual = key.virtual_tokens if key is not MIXED and key is not None else 0
+        batch = RunningBatch(self._rows, pad_token_id(self.tokenizer), self.model.config, virtual=virtual,
+                             model_kwargs=self._row_kwargs)
+        batch.key = key
         return batch
 
     def _groups(self, newcomers: list[GenRequest]) -> list[tuple[list[GenRequest], int]]:
@@ -360,7 +433,7 @@ class Engine:
         """How many leading prompt tokens every row of the batch shares, to prefill once (0: none worth it).
         Only for the base, LoRA and BitFit, whose forward over a prefix does not depend on what follows; each
         row keeps at least one token of its own, so generation starts from a prefill step."""
-        if len(batch) < 2 or self.min_shared_prefix <= 0:
+        if len(batch) < 2 or self.min_shared_prefix <= 0 or any(r.adapter is not batch[0].adapter for r in batch):
             return 0
         from groundtune.methods import get
 
