@@ -310,10 +310,10 @@ class Engine:
         return self._use_mixed(list(needed.values()))
 
     def _take_waiting(self, batch: RunningBatch | None) -> list[GenRequest]:
-        """Waiting requests, oldest first, that can share `batch` (None: start one with the oldest request's
-        adapter), up to the batch's free rows. Taking stops at the first one that cannot, so an adapter that has
-        to wait for the batch to drain is not passed over by younger requests (the batch then drains, and the
-        next one starts with it)."""
+        """Waiting requests, oldest first, that can share `batch` (None: start one for the oldest request's
+        adapter), up to the batch's free rows. Joining a running batch stops at the first request that cannot
+        join, so an adapter that has to wait for the batch to drain is not passed over by younger requests (the
+        batch then drains, and the next one starts with it)."""
         with self._cond:
             while self._pending and self._pending[0].cancelled.is_set():
                 self._cancel_waiting(self._pending.popleft())
@@ -331,7 +331,9 @@ class Engine:
                 elif not blocked and fits and len(taken) < room:
                     taken.append(r)
                 else:
-                    blocked = blocked or not fits
+                    # joining a running batch stops at the first request that cannot join; a new batch takes
+                    # every waiting request of its kind (the oldest request's turn has come already)
+                    blocked = blocked or (not fits and batch is not None)
                     rest.append(r)
             self._pending = rest
             return taken
