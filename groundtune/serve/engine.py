@@ -1,9 +1,17 @@
-"""One worker thread owns the model: a bounded queue of requests, batched per adapter, adapters swapped in place.
+"""One worker thread owns the model: a bounded queue of requests, batched continuously, adapters swapped in place.
 
 Adapters are loaded once (through `groundtune.methods.io.load_adapter`, which checks them against the base),
 their trained tensors kept on the CPU, and detached again. To serve a batch, the worker detaches whatever is on
 the model and attaches the batch's adapter through the method registry, copying its tensors in: the base model is
 never reloaded, LoRA stays unmerged, and BitFit's biases are put back exactly by its own detach.
+
+Mixed adapters. Rows of one batch may use different adapters of mixable methods (`Method.mixable` with
+`attach_mixed`): LoRA through peft's mixed-batch inference (`adapter_names`), LLaMA-Adapter through attention
+that adds each row's own prompts and gates, and the bare base; such a batch attaches all its rows' adapters at
+once, and a newcomer with another adapter re-attaches the set between two steps (the KV cache stays). BitFit
+and full fine-tuning change weights that every row shares, so they stay one adapter per batch; so do the prompt
+methods (prompt tuning, DePT, ACCEPT) for now: their virtual tokens are per row, but rows with prompts of
+different lengths would need per-row cache layouts that `RunningBatch` does not keep.
 
 Continuous batching (the decoding itself is groundtune.serve.batch's `RunningBatch`, the engine's own loop over a
 KV cache). Requests join the running batch at a decoding-step boundary: the newcomer is prefilled, then decodes
