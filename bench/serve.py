@@ -19,7 +19,8 @@ s/token + new tokens / clients x step s). Both costs are measured here, on this 
 Time to first token (p50/p95) is printed with every server figure, and the load average beside the timings (the
 machine may be shared). The server runs in `--dtype` (auto: the serving default).
 
-    python bench/serve.py [--max-tokens 64] [--long-tokens 1000] [--requests-per-client 2] [--dtype auto]
+    python bench/serve.py [--max-tokens 64] [--long-tokens 1000] [--requests-per-client 2] [--bf16-prompts 8]
+                          [--dtype auto]
     python bench/serve.py --smoke   # seconds: a tiny random Llama and tokenizer
 
 JSON keys: model, dtype, loadavg, prefill_s_per_token, decode_step_s_at_8, realistic_tokens_per_s,
@@ -232,11 +233,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--long-tokens", type=int, default=1000)
     parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--bf16-prompts", type=int, default=8, help="shipped prompts the bf16 check runs")
     parser.add_argument("--dtype", default="auto", help="what the server runs in: auto, float32 or bfloat16")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
-    if min(args.max_tokens, args.long_tokens, args.requests_per_client) < 1:
-        parser.error("--max-tokens, --long-tokens and --requests-per-client must be >= 1")
+    if min(args.max_tokens, args.long_tokens, args.requests_per_client, args.bf16_prompts) < 1:
+        parser.error("--max-tokens, --long-tokens, --requests-per-client and --bf16-prompts must be >= 1")
     try:
         import openai  # noqa: F401
         import uvicorn  # noqa: F401
@@ -264,8 +266,7 @@ def main() -> None:
     dtype, why = serving_dtype(args.dtype)
     print(f"serving in {str(dtype).removeprefix('torch.')} ({why}); load average {load()}", file=sys.stderr, flush=True)
     result = {"model": name, "dtype": str(dtype).removeprefix("torch."), "smoke": args.smoke, "skipped": {}}
-    shipped = grounded_prompts(8 if not args.smoke else 2)
-    result.update(bf16_check(model, tokenizer, shipped, max_tokens))
+    float32_model = copy.deepcopy(model).float()  # the bf16 check's reference, run last
     model.to(dtype)
     errors = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,7 +275,7 @@ def main() -> None:
         app, engine = build(model, tokenizer, folders, retriever=retriever, base_name=name)
         try:
             ids = [server_prompt_ids(engine, retriever, q) for q in questions]
-            prefill = prefill_s_per_token(engine.model, ids[:4])
+            prefill = prefill_s_per_token(engine.model, ids[:2])
             step = decode_step_s(engine.model, tokenizer, ids, clients)
             result.update(prefill_s_per_token=round(prefill, 6), decode_step_s_at_8=round(step, 4))
             print(f"prefill {prefill * 1e3:.2f} ms/token, decode step at {clients} rows {step * 1e3:.1f} ms; "
@@ -316,6 +317,10 @@ def main() -> None:
                     if result["per_adapter_tokens_per_s"] else None
         finally:
             engine.close()
+    result.update(bf16_check(float32_model, tokenizer, grounded_prompts(2 if args.smoke else args.bf16_prompts),
+                             max_tokens))
+    print(f"bf16: {result['bf16_prefill_ratio']}x prefill, agreement {result['bf16_greedy_agreement']}; load {load()}",
+          file=sys.stderr, flush=True)
     result.update(errors=errors, loadavg=load())
     print("targets: realistic >= 85% of bound and >= 2x sequential; head-of-line ratio <= 2; bf16 prefill >= 1.8x; "
           "mixed >= 1.8x per-adapter")
