@@ -67,9 +67,8 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
     the third value. Returns (report, rag report or None, predictions path).
     """
     from groundtune.errors import DataError
-    from groundtune.generate import generate
-    from groundtune.metrics import score, write_predictions
-    from groundtune.tasks.grounded import load_eval_samples
+    from groundtune.metrics import write_predictions
+    from groundtune.tasks.grounded import evaluate, load_eval_samples
 
     if index is not None:
         from groundtune.retrieval.pipelines import check_retrieval
@@ -80,11 +79,10 @@ def evaluate_config(cfg, *, adapter: str | os.PathLike | None = None, index: str
     samples = load_eval_samples(cfg.data, tokenizer)  # the train file is not read (nor needed)
     if not samples:
         raise DataError(f"data.eval {cfg.data.eval}: no eval samples left (see the drop report above)")
-    predictions = generate(model, tokenizer, [s.prompt for s in samples], cfg.generation,
-                           max_prompt_tokens=cfg.data.max_prompt_tokens, progress=progress)
+    predictions, report = evaluate(model, tokenizer, samples, cfg.generation, lang=lang, metrics=metrics,
+                                   max_prompt_tokens=cfg.data.max_prompt_tokens, progress=progress)
     references, ids = [s.answer for s in samples], [s.id for s in samples]
     written = write_predictions(Path(cfg.output_dir) / "eval_predictions.jsonl", predictions, references, ids)
-    report = score(predictions, references, lang=lang, metrics=metrics, ids=ids)
     rag = None
     if cfg.data.retrieval:
         from groundtune.retrieval.rag import rag_report

@@ -151,18 +151,24 @@ def project_kv(spec: AttentionSpec, x: torch.Tensor) -> tuple[torch.Tensor, torc
     No rotary embedding is applied: adaption prompts have no position.
     """
     m, n, d, row = spec.module, x.shape[0], spec.head_dim, spec.family
+
+    def projection(name):
+        # the frozen base projection, also when LoRA wraps it (a batch mixing LoRA and LLaMA-Adapter rows)
+        layer = getattr(m, name)
+        return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+
     if row.layout == SEPARATE:
         k_name, v_name = row.key_value
-        k = getattr(m, k_name)(x).view(n, -1, d)
-        v = getattr(m, v_name)(x).view(n, -1, d)
+        k = projection(k_name)(x).view(n, -1, d)
+        v = projection(v_name)(x).view(n, -1, d)
         if row.k_norm:
             k = m.k_norm(k)
     elif row.layout == FUSED_PER_HEAD:
         # GPT-NeoX interleaves per head: [..., heads, 3*head_dim] -> q | k | v.
-        _, k, v = getattr(m, row.key_value[0])(x).view(n, -1, 3 * d).chunk(3, dim=-1)
+        _, k, v = projection(row.key_value[0])(x).view(n, -1, 3 * d).chunk(3, dim=-1)
     else:
         # GPT-2: three full-width blocks q | k | v.
-        _, k, v = getattr(m, row.key_value[0])(x).split(spec.num_heads * d, dim=-1)
+        _, k, v = projection(row.key_value[0])(x).split(spec.num_heads * d, dim=-1)
         k, v = k.view(n, -1, d), v.view(n, -1, d)
     return k.transpose(0, 1), v.transpose(0, 1)
 

@@ -14,6 +14,7 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig | None 
     batches (less padding), and the outputs come back in the input order."""
     from tqdm.auto import tqdm
 
+    from groundtune.data.collate import pad_rows, pad_token_id
     from groundtune.data.sample import encode_prompt
     from groundtune.models import contiguous_lm_head
 
@@ -22,19 +23,15 @@ def generate(model, tokenizer, prompts: list[str], gen: GenerationConfig | None 
     # the same prompt ids as in training
     encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     outputs: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), gen.batch_size), disable=not progress, desc="generate", unit="batch"):
         idx = order[start:start + gen.batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
+        ids, mask = pad_rows([encoded[i] for i in idx], pad)
+        width = ids.shape[1]
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=gen.max_new_tokens,
                              num_beams=gen.num_beams, do_sample=False, pad_token_id=pad,
                              eos_token_id=tokenizer.eos_token_id)

@@ -223,3 +223,29 @@ def contiguous_lm_head(model):
         head.register_forward_pre_hook(_contiguous_input)
         head._groundtune_contiguous = True
     return model
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): bf16 matmuls are then faster than
+    float32 ones, instead of being emulated and slower. Read from /proc/cpuinfo's flags (Linux); False elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def serving_dtype(requested="auto", device: str | torch.device = "cpu") -> tuple[torch.dtype, str]:
+    """(dtype, why) to serve in: "auto" picks bfloat16 where the hardware has it (a GPU that supports it, a CPU
+    with AVX512-BF16 or AMX) and float32 otherwise; any other value is taken as asked."""
+    if requested != "auto":
+        dtype = _resolve_dtype(requested)
+        return dtype, "as asked"
+    if torch.device(device).type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "the GPU supports bfloat16"
+        return torch.float32, "the GPU has no bfloat16"
+    if cpu_has_bf16():
+        return torch.bfloat16, "the CPU has AVX512-BF16 or AMX"
+    return torch.float32, "the CPU has no native bfloat16 (AVX512-BF16 or AMX)"

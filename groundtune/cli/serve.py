@@ -25,6 +25,9 @@ def serve(
     adapter_dir: Annotated[Optional[str], typer.Option(
         help="Folder where adapters uploaded to /admin are kept; a restart serves them again.")] = None,
     max_upload_mb: Annotated[int, typer.Option(help="Largest adapter upload accepted, in MiB.")] = 256,
+    dtype: Annotated[str, typer.Option(
+        help="auto (bfloat16 where the CPU has AVX512-BF16/AMX or the GPU supports it, else float32), float32 or "
+        "bfloat16.")] = "auto",
     backend: Annotated[Optional[str], typer.Option(
         help="Generate at this OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp, another groundtune serve), "
         "e.g. http://10.0.0.5:8000; this server keeps retrieval, citations, prompt formats, the key and the queue "
@@ -43,4 +46,4 @@ def serve(
 
     run_server(model, adapter, index=index, host=host, port=port, api_key=api_key, max_batch=max_batch,
                max_queue=max_queue, adapter_dir=adapter_dir, max_upload_mb=max_upload_mb, backend=backend,
-               backend_key=backend_key, backend_timeout=backend_timeout, local_engine=local_engine)
+               backend_key=backend_key, backend_timeout=backend_timeout, local_engine=local_engine, dtype=dtype)

@@ -24,6 +24,28 @@ def pad_token_id(tokenizer) -> int:
     raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "left",
+             width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask) of token rows padded with `pad_id` to `width` (default: the longest row).
+
+    The one place a batch is padded: training, `generate`, the server engine and classification all call it.
+    Left padding (the default) ends every row at the last column, where generation continues."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    width = max((len(r) for r in rows), default=0) if width is None else width
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        n = len(row)
+        if n > width:
+            raise ValueError(f"row {i} has {n} tokens, more than the batch width {width}")
+        cols = slice(width - n, width) if side == "left" else slice(0, n)
+        if n:
+            ids[i, cols] = torch.as_tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
 def encode(tokenizer, sample: Sample, max_prompt_tokens: int | None = None,
            max_answer_tokens: int | None = None) -> dict[str, list[int]]:
     """input_ids = prompt ids + answer ids (+ EOS); labels = IGNORE_INDEX on the prompt, the ids on the answer.
@@ -58,16 +80,8 @@ class Collator:
 
     def __call__(self, batch: Sequence[Sample | dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = [encode(self.tokenizer, x) if isinstance(x, Sample) else x for x in batch]
-        length = max(len(r["input_ids"]) for r in rows)
-        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            cols = slice(length - n, length) if self.padding_side == "left" else slice(0, n)
-            input_ids[i, cols] = torch.tensor(row["input_ids"], dtype=torch.long)
-            labels[i, cols] = torch.tensor(row["labels"], dtype=torch.long)
-            attention_mask[i, cols] = 1
+        input_ids, attention_mask = pad_rows([r["input_ids"] for r in rows], self.pad_id, side=self.padding_side)
+        labels, _ = pad_rows([r["labels"] for r in rows], IGNORE_INDEX, side=self.padding_side)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
                 "position_ids": position_ids}

@@ -12,8 +12,11 @@ An adapter folder may hold ``groundtune_prompt.json`` (written by training; a se
 kind "grounded": `groundtune.data.grounded.build_prompt` over the document part (retrieved passages joined by
 `separator`, or the request's own documents), the last `history_turns` earlier turns and the question.
 kind "instruct": the question is the instruction, the documents its input, through the template it was
-trained with ("chat": the tokenizer's chat template). A folder without the file gets `DEFAULT` (grounded, as
-`groundtune train` builds doc2dial prompts).
+trained with ("chat": the tokenizer's chat template). kind "chat": the bare base model of an instruct family
+(`base_format`), the tokenizer's chat template over the whole conversation with the documents in a system
+message. A folder without the file gets `DEFAULT` (grounded, as `groundtune train` builds doc2dial prompts).
+
+`render` builds a prompt in any of these kinds; the server calls it once per request.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import json
 import os
 from pathlib import Path
 
+from groundtune.errors import GroundtuneError
+
 PROMPT_FORMAT_NAME = "groundtune_prompt.json"
-KINDS = ("grounded", "instruct")
+KINDS = ("grounded", "instruct", "chat")
 DEFAULT = {"kind": "grounded", "history_turns": 2, "separator": "\n", "k": 3, "max_prompt_tokens": 1024,
            "retrieval": False}
 
@@ -45,6 +50,57 @@ def from_data_config(data) -> dict:
             "retrieval": bool(retrieval)}
 
 
+class NoChatTemplate(GroundtuneError):
+    """A chat-template prompt was asked of a tokenizer that has no chat template."""
+
+
+def base_format(tokenizer) -> dict:
+    """How the bare base model is prompted: its chat template when it has one, else the default grounded format."""
+    if getattr(tokenizer, "chat_template", None):
+        return {"kind": "chat", "k": DEFAULT["k"], "max_prompt_tokens": DEFAULT["max_prompt_tokens"]}
+    return dict(DEFAULT)
+
+
+def render(fmt: dict, tokenizer, *, question: str, history: list[str], documents: list[tuple[str, str]],
+           system: str | None = None, turns: list[dict] | None = None) -> str:
+    """The prompt for `question` in format `fmt`.
+
+    history: earlier turns oldest first, each "user: ..." or "agent: ..."; documents: (title, text) pairs;
+    system and turns (the conversation's {"role", "content"} messages, user and assistant only) are read by the
+    chat-template kinds only."""
+    texts = [text for _, text in documents]
+    kind = fmt.get("kind", "grounded")
+    if kind == "grounded":
+        from groundtune.data.grounded import build_prompt
+
+        n = int(fmt.get("history_turns", 2))
+        return build_prompt(str(fmt.get("separator", "\n")).join(t.strip() for t in texts),
+                            history[-n:] if n > 0 else [], question)
+    template = fmt.get("template")
+    if kind == "chat" or template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise NoChatTemplate("this model's tokenizer has no chat template; serve an adapter trained with "
+                                 "another one")
+        chat = []
+        if system or documents:
+            chat.append({"role": "system", "content": "\n\n".join(
+                x for x in (system, _documents_system(documents) if documents else None) if x)})
+        chat += turns if turns is not None else [{"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    from groundtune.data.instruct import InstructTemplate
+
+    t = InstructTemplate(template["prompt_input"], template["prompt_no_input"], template["response_split"],
+                         template.get("name", "custom"))
+    return t.prompt(question, "\n".join(texts))
+
+
+def _documents_system(documents: list[tuple[str, str]]) -> str:
+    lines = ["Answer the user's question from these documents."]
+    for n, (title, text) in enumerate(documents, 1):
+        lines.append(f"[{n}] {title + ': ' if title else ''}{text}")
+    return "\n".join(lines)
+
+
 def check(fmt: dict, where: str = "prompt format") -> dict:
     """`fmt` with defaults filled in; ValueError naming the key when it cannot be used."""
     if not isinstance(fmt, dict):
@@ -53,6 +109,8 @@ def check(fmt: dict, where: str = "prompt format") -> dict:
     if kind not in KINDS:
         raise ValueError(f"{where}: kind is {kind!r}; use one of {', '.join(KINDS)}")
     out = {**DEFAULT, **fmt} if kind == "grounded" else {"max_prompt_tokens": DEFAULT["max_prompt_tokens"], **fmt}
+    if kind == "chat":
+        out = {"k": DEFAULT["k"], **out}
     for key in ("history_turns", "k", "max_prompt_tokens"):
         if key in out and (isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 0):
             raise ValueError(f"{where}: {key} is {out[key]!r}; it must be a whole number >= 0")

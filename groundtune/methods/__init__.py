@@ -25,7 +25,11 @@ Capabilities, declared on the registry entry so that no other module keeps lists
 - ``prefix_safe``: the forward over a prompt prefix does not depend on what follows it, so a prefix shared by
   a batch's rows can be prefilled once (the base, LoRA, BitFit);
 - ``mixable``: requests for different adapters of this method can share one batch, row by row (False for a
-  method that changes weights every row shares, such as BitFit and full fine-tuning);
+  method that changes weights every row shares, such as BitFit and full fine-tuning); a method that implements
+  it gives ``attach_mixed(model, [(name, config, tensors), ...]) -> model`` (several adapters at once, each under
+  `name`, its trained tensors, named as a plain attach names them, copied in), ``detach_mixed(model) -> model``
+  and ``select_rows(model, names) -> dict`` (each row's adapter name, None for a row it does not serve; returns
+  the forward arguments that pick them). A mixable method without them is batched one adapter at a time;
 - ``mergeable``: the trained parameters fold into the base weights, so the result is a plain model any engine
   loads.
 """
@@ -56,6 +60,9 @@ class Method:
     virtual_tokens: Callable | None = None
     prefix_safe: bool = False
     mixable: bool = False
+    attach_mixed: Callable | None = None
+    detach_mixed: Callable | None = None
+    select_rows: Callable | None = None
     mergeable: bool = False
 
     @property

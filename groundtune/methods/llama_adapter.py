@@ -65,6 +65,7 @@ class _DecodeScope:
 
     def __init__(self):
         self.kv_cache = None
+        self.rows: dict[str, torch.Tensor] = {}  # a mixed batch: each adapter's rows (see select_rows)
 
     def enter(self, model, args, kwargs):
         self.kv_cache = None if torch.is_grad_enabled() else cache_from(kwargs)
@@ -142,11 +143,16 @@ def _adapted_attention(base: str):
     def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
         kernel = _eager_kernel(type(module)) if base == "eager" else ALL_ATTENTION_FUNCTIONS[base]
         out, weights = kernel(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         adapter = getattr(module, "adaption_prompt", None)
         if adapter is not None:
-            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
             # attend() rather than __call__: skips nn.Module hook dispatch on every decoded token
             out = out + adapter.attend(query, scale).to(out.dtype)
+        mixed = getattr(module, "adaption_prompts", None)
+        if mixed is not None:  # a mixed batch: each adapter's term on its own rows only
+            for name, rows in next(iter(mixed.values())).scope.rows.items():
+                if name in mixed:
+                    out = out.index_add(0, rows, mixed[name].attend(query[rows], scale).to(out.dtype))
         return out, weights
 
     return attention
@@ -184,6 +190,53 @@ def attach(model, config: LlamaAdapterConfig):
     return model
 
 
+def attach_mixed(model, adapters: list):
+    """Several LLaMA-Adapters on one model, each under its name (`adaption_prompts[name]` on its layers); before a
+    forward, `select_rows` says which rows each one serves. `tensors` are named as a plain attach names them."""
+    from groundtune.methods import attach as attach_one, detach as detach_one
+
+    paths = {module: path for path, module in model.named_modules()}
+    held = []
+    for name, config, tensors in adapters:
+        model = attach_one(model, config)  # checks the family and the layers, installs the kernel
+        with torch.no_grad():
+            for spec in attention_layers(model)[-config.layers:]:
+                prompt = spec.module.adaption_prompt
+                for part in ("prompt", "gate"):
+                    getattr(prompt, part).copy_(tensors[f"{paths[spec.module]}.adaption_prompt.{part}"])
+        held += [(name, spec.module, spec.module.adaption_prompt) for spec in attention_layers(model)[-config.layers:]]
+        model = detach_one(model)  # its prompts are kept in `held`
+    scope = _install_scope(model)  # one decoding scope for them all
+    for name, module, prompt in held:
+        if not hasattr(module, "adaption_prompts"):
+            module.adaption_prompts = nn.ModuleDict()
+        prompt.scope = scope
+        prompt.requires_grad_(False)
+        module.adaption_prompts[name] = prompt
+    model.groundtune_adapter_scope = scope
+    model.groundtune_base_attention = (model.config._attn_implementation or "eager").removeprefix(PREFIX)
+    model.set_attn_implementation(PREFIX + model.groundtune_base_attention)
+    return model
+
+
+def select_rows(model, names: list) -> dict:
+    rows: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        if name is not None:
+            rows.setdefault(name, []).append(i)
+    model.groundtune_adapter_scope.rows = {name: torch.tensor(index) for name, index in rows.items()}
+    return {}
+
+
+def detach_mixed(model):
+    for spec in attention_layers(model):
+        if hasattr(spec.module, "adaption_prompts"):
+            del spec.module.adaption_prompts
+    if hasattr(model, "groundtune_adapter_scope"):
+        del model.groundtune_adapter_scope
+    return detach(model)
+
+
 def detach(model):
     _remove_scope(model)
     for spec in attention_layers(model):
@@ -204,5 +257,5 @@ def parameter_count(model, config: LlamaAdapterConfig) -> int:
 
 register(Method(LlamaAdapterConfig, attach, detach, describe=lambda config: {"layer": config.layers,
                                                                               "length": config.length},
-                parameter_count=parameter_count,
-                mixable=True))
+                parameter_count=parameter_count, mixable=True, attach_mixed=attach_mixed, detach_mixed=detach_mixed,
+                select_rows=select_rows))

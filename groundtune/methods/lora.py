@@ -74,6 +74,30 @@ def detach(model):
     return model.unload() if hasattr(model, "unload") else model
 
 
+def attach_mixed(model, adapters: list):
+    """Several LoRA adapters on one model, each under its name, for peft's mixed-batch inference: a forward given
+    `adapter_names` (one per row, "__base__" for none) runs each row through its own adapter."""
+    import peft
+
+    peft_model = None
+    for name, config, tensors in adapters:
+        if peft_model is None:
+            peft_model = peft.get_peft_model(model, peft_config(model, config), adapter_name=name)
+        else:
+            peft_model.add_adapter(name, peft_config(model, config))
+        params = dict(peft_model.named_parameters())
+        with torch.no_grad():
+            for key, tensor in tensors.items():  # a plain attach names its one adapter peft's "default"
+                params[key.replace(".default.", f".{name}.")].copy_(tensor)
+    for p in peft_model.parameters():
+        p.requires_grad_(False)
+    return peft_model.eval()
+
+
+def select_rows(model, names: list) -> dict:
+    return {"adapter_names": [name if name is not None else "__base__" for name in names]}
+
+
 def merge_and_unload(model):
     """Fold LoRA into the base weights: the returned plain model runs at base speed."""
     merged = model.merge_and_unload()
@@ -169,4 +193,5 @@ def _lora_shape_problems(model, weights: Path) -> list[str]:
 register(Method(LoraConfig, attach, detach, save=save, load=load, peft_types=("LORA",), parameter_count=parameter_count,
                 read_peft_config=read_peft_config,
                 describe=lambda config: {"layer": "all", "length": f"r={config.r}, α={config.alpha}"},
-                prefix_safe=True, mixable=True, mergeable=True))
+                prefix_safe=True, mixable=True, mergeable=True, attach_mixed=attach_mixed, detach_mixed=detach,
+                select_rows=select_rows))

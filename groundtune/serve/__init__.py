@@ -50,13 +50,14 @@ def parse_adapters(specs: list[str]) -> dict[str, Path]:
 def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retriever=None, api_key: str | None = None,
           base_name: str | None = None, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
           adapter_dir: str | Path | None = None, max_upload_bytes: int | None = None, backend=None,
-          context_length: int | None = None):
+          context_length: int | None = None, dtype=None):
     """(FastAPI app, engine) over a loaded model; adapters loaded and checked before it serves.
 
     adapter_dir: uploads are kept there, and those kept by earlier runs are served again.
     backend: a `groundtune.serve.backend.Backend` that generates for the names it lists. model None: no local
     engine (the engine returned is None); the adapters are then read for their method and prompt format only,
-    and `context_length` is the backend model's, for the front's own checks."""
+    and `context_length` is the backend model's, for the front's own checks.
+    dtype: what the engine serves in ("auto": bfloat16 where the hardware has it; None: as loaded)."""
     from groundtune.serve.app import create_app
     from groundtune.serve.schemas import MAX_UPLOAD_BYTES
     from groundtune.serve.citations import Grounding
@@ -85,7 +86,7 @@ def build(model, tokenizer, adapters: dict[str, Path] | None = None, *, retrieve
         raise ServeError(f"--adapter {clash[0]}=... and an upload kept in --adapter-dir {adapter_dir} have the same "
                          "name; give the --adapter another name")
     engine = Engine(model, tokenizer, max_batch=max_batch, max_queue=max_queue, batch_wait_s=batch_wait_s,
-                    base_name=base_name)
+                    base_name=base_name, dtype=dtype)
     options = {**{name: (folder, f"--adapter {name}={folder}") for name, folder in (adapters or {}).items()},
                **{name: (folder, f"--adapter-dir {adapter_dir}: {name}") for name, folder in saved.items()}}
     for name, (folder, where) in options.items():
@@ -187,7 +188,8 @@ class BackgroundServer:
 def serve(model: str | None = None, adapters: list[str] = (), *, index: str | None = None, host: str = "127.0.0.1",
           port: int = 8000, api_key: str | None = None, max_batch: int = 8, max_queue: int = 64,
           adapter_dir: str | None = None, max_upload_mb: int = 256, backend: str | None = None,
-          backend_key: str | None = None, backend_timeout: float = 60.0, local_engine: bool = False) -> None:
+          backend_key: str | None = None, backend_timeout: float = 60.0, local_engine: bool = False,
+          dtype: str = "auto") -> None:
     """Load the model (the embedded default when None), the adapters and the index, and serve until stopped.
 
     backend: an OpenAI-compatible server's address; names it lists are generated there, and `model` then only
@@ -206,6 +208,9 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
         raise ServeError(f"--max-upload-mb {max_upload_mb}: give a size in MiB between 1 and {2**20}")
     if adapter_dir is not None and Path(adapter_dir).exists() and not Path(adapter_dir).is_dir():
         raise ServeError(f"--adapter-dir {adapter_dir} is a file; give a folder (it is created if missing)")
+    from groundtune.models import serving_dtype
+
+    serving_dtype(dtype)  # a bad --dtype is refused before anything loads
     folders = parse_adapters(list(adapters))
     retriever = None
     if index is not None:
@@ -235,8 +240,9 @@ def serve(model: str | None = None, adapters: list[str] = (), *, index: str | No
         app, engine = build(base, tokenizer, folders, retriever=retriever, api_key=api_key,
                             base_name=Path(str(model)).name if model else None, max_batch=max_batch,
                             max_queue=max_queue, adapter_dir=adapter_dir, max_upload_bytes=max_upload_mb * 2**20,
-                            backend=front)
-        what = f"{engine.base_name} with {len(engine.adapters)} adapter(s) ({', '.join(engine.adapters) or 'none'})"
+                            backend=front, dtype=dtype)
+        what = (f"{engine.base_name} with {len(engine.adapters)} adapter(s) ({', '.join(engine.adapters) or 'none'}), "
+                f"serving in {engine.dtype_note}")
     print(f"groundtune serve: {what}{', index ' + index if index else ''} on http://{host}:{port} "
           f"(chat page at /, OpenAI API at /v1)", flush=True)
     if front is not None:

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from groundtune.methods import get as get_method
 from groundtune.serve import admin, openai_routes, page
 from groundtune.serve.backend import Backend, BackendError
-from groundtune.serve.citations import Grounding, RequestError, base_format
+from groundtune.data.prompt_format import base_format
+from groundtune.serve.citations import Grounding, RequestError
 from groundtune.serve.engine import AdapterState, Engine, GenRequest, QueueFull
 from groundtune.serve.gate import RequestGate, check_api_key
 from groundtune.serve.generation import BackendGeneration, LocalGeneration

@@ -36,8 +36,18 @@ class Citation:
                 "source": self.source or self.doc_id}
 
 
-def split_conversation(messages: list[dict]) -> tuple[str | None, list[str], str]:
-    """(system text, history turns oldest first as "role: utterance", question) of OpenAI chat messages."""
+@dataclass
+class Conversation:
+    """An OpenAI chat conversation, split once per request."""
+
+    system: str | None  # the system and developer messages, joined
+    history: list[str]  # earlier turns oldest first, each "user: ..." or "agent: ..."
+    question: str  # the run of user messages that ends the conversation
+    turns: list[dict]  # the user and assistant messages as {"role", "content"} (for chat templates)
+
+
+def split_conversation(messages: list[dict]) -> Conversation:
+    """The system text, history turns and question of OpenAI chat messages."""
     system = [m["content"] for m in messages if m["role"] in ("system", "developer") and m["content"]]
     turns = [(ROLES[m["role"]], m["content"] or "") for m in messages if m["role"] in ROLES]
     if not turns or turns[-1][0] != "user":
@@ -49,7 +59,8 @@ def split_conversation(messages: list[dict]) -> tuple[str | None, list[str], str
     if not question:
         raise RequestError("messages: the last user message is empty; ask a question")
     history = [f"{role}: {text.strip()}" for role, text in turns[:j] if text.strip()]
-    return ("\n".join(system) if system else None), history, question
+    return Conversation("\n".join(system) if system else None, history, question,
+                        [{"role": m["role"], "content": m["content"] or ""} for m in messages if m["role"] in ROLES])
 
 
 class Grounding:
@@ -84,48 +95,13 @@ def request_documents(documents: list) -> list[Citation]:
     return out
 
 
-def _documents_system(citations: list[Citation]) -> str:
-    lines = ["Answer the user's question from these documents."]
-    for n, c in enumerate(citations, 1):
-        lines.append(f"[{n}] {c.title + ': ' if c.title else ''}{c.text}")
-    return "\n".join(lines)
+def build_chat_prompt(fmt: dict, tokenizer, conversation: Conversation, citations: list[Citation]) -> str:
+    """The prompt of a chat request in the adapter's prompt format (`groundtune.data.prompt_format.render`)."""
+    from groundtune.data.prompt_format import NoChatTemplate, render
 
-
-def build_chat_prompt(fmt: dict, tokenizer, messages: list[dict], citations: list[Citation]) -> str:
-    """The prompt of a chat request in the adapter's prompt format (see groundtune.data.prompt_format).
-
-    fmt kind "chat" (the bare base model of an instruct family): the tokenizer's chat template over the whole
-    conversation, the documents in a system message."""
-    system, history, question = split_conversation(messages)
-    texts = [c.text for c in citations]
-    kind = fmt.get("kind", "grounded")
-    if kind == "grounded":
-        from groundtune.data.grounded import build_prompt
-
-        n = int(fmt.get("history_turns", 2))
-        return build_prompt(str(fmt.get("separator", "\n")).join(t.strip() for t in texts),
-                            history[-n:] if n > 0 else [], question)
-    template = fmt.get("template")
-    if kind == "chat" or template == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise RequestError("this model's tokenizer has no chat template; serve an adapter trained with another one")
-        chat = []
-        if system or citations:
-            chat.append({"role": "system", "content": "\n\n".join(x for x in (system, _documents_system(citations)
-                                                                               if citations else None) if x)})
-        chat += [{"role": m["role"], "content": m["content"] or ""} for m in messages if m["role"] in ROLES]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    from groundtune.data.instruct import InstructTemplate
-
-    t = InstructTemplate(template["prompt_input"], template["prompt_no_input"], template["response_split"],
-                         template.get("name", "custom"))
-    return t.prompt(question, "\n".join(texts))
-
-
-def base_format(tokenizer) -> dict:
-    """How the bare base model is prompted: its chat template when it has one, else the default grounded format."""
-    from groundtune.data.prompt_format import DEFAULT
-
-    if getattr(tokenizer, "chat_template", None):
-        return {"kind": "chat", "k": DEFAULT["k"], "max_prompt_tokens": DEFAULT["max_prompt_tokens"]}
-    return dict(DEFAULT)
+    try:
+        return render(fmt, tokenizer, question=conversation.question, history=conversation.history,
+                      documents=[(c.title, c.text) for c in citations], system=conversation.system,
+                      turns=conversation.turns)
+    except NoChatTemplate as err:
+        raise RequestError(str(err)) from None

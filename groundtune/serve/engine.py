@@ -1,21 +1,30 @@
-"""One worker thread owns the model: a bounded queue of requests, batched per adapter, adapters swapped in place.
+"""One worker thread owns the model: a bounded queue of requests, batched continuously, adapters swapped in place.
 
 Adapters are loaded once (through `groundtune.methods.io.load_adapter`, which checks them against the base),
 their trained tensors kept on the CPU, and detached again. To serve a batch, the worker detaches whatever is on
 the model and attaches the batch's adapter through the method registry, copying its tensors in: the base model is
 never reloaded, LoRA stays unmerged, and BitFit's biases are put back exactly by its own detach.
 
-Waiting requests are grouped by adapter, oldest first; a batch takes up to `max_batch` requests of one adapter
-and runs them through `model.generate` together (left-padded, as offline `groundtune.generate` does). Before a
-batch starts, the worker waits until `max_batch` requests of the oldest one's adapter are waiting or the oldest
-one has waited `batch_wait_s` (the gather window; a lone request is delayed by at most that). On a CPU a batch's
-time is mostly prefill, which batching does not amortize, so a prompt prefix shared by every row (grounded
-prompts on one document) is prefilled once and its KV cache repeated over the rows; the rows' own rests follow
-it, left-padded (base, LoRA and BitFit only: prompt methods put virtual tokens first). A stopping
-criterion sees each new token: it streams the row's text to its request, applies the row's own `max_tokens`,
-stop strings and cancellation, and marks the row done; a logits processor samples the rows that asked for a
-temperature with their own seeded generator (greedy rows are left to generate's argmax, so a greedy answer is
-exactly offline `generate`'s).
+Mixed adapters. Rows of one batch may use different adapters of mixable methods (`Method.mixable` with
+`attach_mixed`): LoRA through peft's mixed-batch inference (`adapter_names`), LLaMA-Adapter through attention
+that adds each row's own prompts and gates, and the bare base; such a batch attaches all its rows' adapters at
+once, and a newcomer with another adapter re-attaches the set between two steps (the KV cache stays). BitFit
+and full fine-tuning change weights that every row shares, so they stay one adapter per batch; so do the prompt
+methods (prompt tuning, DePT, ACCEPT) for now: their virtual tokens are per row, but rows with prompts of
+different lengths would need per-row cache layouts that `RunningBatch` does not keep.
+
+Continuous batching (the decoding itself is groundtune.serve.batch's `RunningBatch`, the engine's own loop over a
+KV cache). Requests join the running batch at a decoding-step boundary: the newcomer is prefilled, then decodes
+with the others; a row that is done leaves at once. A request joins only a batch on its own adapter, and only
+while no older request for another adapter is waiting: that one's turn comes when the batch drains, so no adapter
+starves. When nothing runs, the worker waits until `max_batch` requests of the oldest one's adapter are waiting
+or the oldest one has waited `batch_wait_s` (the gather window; a lone request is delayed by at most that), so
+that requests arriving together start together. On a CPU prefill is compute-bound, so batching does not amortize
+it: newcomers are prefilled one by one, except that a prompt prefix they all share (grounded prompts on one
+document) is prefilled once and its KV cache repeated over the rows (only for prefix-safe methods,
+`Method.prefix_safe`: prompt methods put virtual tokens first). Each row has its own `max_tokens`, stop strings,
+cancellation, streaming and seeded sampler; a greedy row takes the float32 argmax, as offline `generate` does,
+so a greedy answer is exactly offline `generate`'s.
 """
 
 from __future__ import annotations
@@ -29,15 +38,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from groundtune.data.collate import pad_token_id
 from groundtune.errors import GroundtuneError
+from groundtune.serve.batch import Rows, RunningBatch
 
 
-def _takes(model, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(model.forward).parameters
+MIXED = "mixed"  # the key of a batch whose rows may each use another mixable adapter
 
 
 class QueueFull(GroundtuneError):
@@ -100,132 +107,47 @@ class GenRequest:
         return self.finish_reason is not None
 
 
-class _Rows:
-    """Per-row bookkeeping of one batch: the stopping criterion and the sampler of `model.generate`."""
-
-    def __init__(self, requests: list[GenRequest], tokenizer, stats: dict):
-        self.requests = requests
-        self.tokenizer = tokenizer
-        self.stats = stats
-        eos = tokenizer.eos_token_id
-        self.eos = {eos} if eos is not None else set()
-        self.generators = []
-        for r in requests:
-            g = None
-            if r.temperature > 0:
-                g = torch.Generator()
-                g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
-            self.generators.append(g)
-
-    # ---- logits processor: per-row temperature / top-p sampling with the row's own generator
-    def sample(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, (r, g) in enumerate(zip(self.requests, self.generators)):
-            if g is None or r.done:
-                continue
-            # In float64 (a temperature such as 1e-300 is 0 in float32), the top logit shifted to 0 first: a tiny
-            # temperature then sends the others to -inf rather than the top to inf (inf - inf is nan in the softmax).
-            logits = scores[row].double()
-            logits = (logits - logits.max()) / r.temperature
-            if r.top_p < 1.0:
-                sorted_logits, order = torch.sort(logits, descending=True)
-                cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-                drop = cum - torch.softmax(sorted_logits, dim=-1) >= r.top_p  # keep the smallest set reaching top_p
-                logits[order[drop]] = float("-inf")
-            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=g)
-            scores[row] = float("-inf")
-            scores[row, token] = 0.0
-        return scores
-
-    # ---- stopping criterion: stream each row's new text, stop rows that are finished
-    def step(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        new = input_ids[:, -1].tolist()
-        flags = []
-        for row, r in enumerate(self.requests):
-            if not r.done:
-                if r.cancelled.is_set():
-                    self._finish(r, "cancelled")
-                elif new[row] in self.eos:
-                    self._flush(r, final=True)
-                    self._finish(r, "stop")
-                else:
-                    r.tokens.append(new[row])
-                    self.stats["tokens"] += 1
-                    if not self._flush(r, final=len(r.tokens) >= r.max_tokens):
-                        self._finish(r, "stop")  # a stop string
-                    elif len(r.tokens) >= r.max_tokens:
-                        self._finish(r, "length")
-            flags.append(r.done)
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
-
-    def _flush(self, r: GenRequest, final: bool) -> bool:
-        """Emit the row's text that is safe to show; False when a stop string ended it."""
-        text = self.tokenizer.decode(r.tokens, skip_special_tokens=True).lstrip()
-        for s in r.stop:
-            at = text.find(s, max(0, len(r.text) - len(s)))
-            if at >= 0:
-                self._emit_upto(r, text[:at])
-                return False
-        if final:
-            self._emit_upto(r, text)
-            return True
-        hold = max((len(s) - 1 for s in r.stop), default=0)
-        safe = text[:len(text) - hold] if hold else text
-        while safe.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its other tokens
-            safe = safe[:-1]
-        self._emit_upto(r, safe)
-        return True
-
-    @staticmethod
-    def _emit_upto(r: GenRequest, text: str) -> None:
-        if len(text) > len(r.text) and text.startswith(r.text):
-            delta, r.text = text[len(r.text):], text
-            r.emit(("delta", delta))
-
-    def _finish(self, r: GenRequest, reason: str) -> None:
-        r.finish_reason = reason
-        self.stats["cancelled" if reason == "cancelled" else "completed"] += 1
-        r.emit(("done", reason))
-
-
-class _Stop(StoppingCriteria):
-    def __init__(self, rows: _Rows):
-        self.rows = rows
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return self.rows.step(input_ids, scores, **kwargs)
-
-
-class _Sample(LogitsProcessor):
-    def __init__(self, rows: _Rows):
-        self.rows = rows
-
-    def __call__(self, input_ids, scores):
-        return self.rows.sample(input_ids, scores)
-
-
 class Engine:
     """The model, its adapters and the worker thread that serves them."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64, batch_wait_s: float = 0.1,
-                 base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None):
+                 base_name: str | None = None, min_shared_prefix: int = 16, max_adapter_parameters: int | None = None,
+                 dtype=None, mix_adapters: bool = True):
+        """dtype: "auto" (bfloat16 where the hardware has it, see `groundtune.models.serving_dtype`), a dtype or
+        its name, or None to serve the model in the dtype it was loaded in; `dtype_note` says which and why.
+        mix_adapters: False batches one adapter at a time even where methods can mix (a benchmark's baseline)."""
         if max_batch < 1 or max_queue < 1:
             raise GroundtuneError(f"max_batch and max_queue must be >= 1 (got {max_batch}, {max_queue})")
         from groundtune.methods import detach
 
         self.model = detach(model)
+        if dtype is not None:
+            from groundtune.models import serving_dtype
+
+            dtype, why = serving_dtype(dtype, next(self.model.parameters()).device)
+            self.model.to(dtype)
+        else:
+            why = "as loaded"
+        self.dtype = next(self.model.parameters()).dtype
+        self.dtype_note = f"{str(self.dtype).removeprefix('torch.')} ({why})"
         self.model.eval()
         self.tokenizer = tokenizer
         self.base_name = base_name or str(getattr(model, "name_or_path", "base"))
         self.max_batch, self.max_queue, self.batch_wait_s = max_batch, max_queue, batch_wait_s
         self.min_shared_prefix = min_shared_prefix
+        self.mix_adapters = mix_adapters
         self.adapters: dict[str, AdapterState] = {}
         self.current: AdapterState | None = None
+        self._mixed: dict[int, tuple[str, AdapterState]] | None = None  # a mixed batch's adapters: slot names
+        self._mixed_methods: list[str] = []
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
         # An adapter larger than the model it adapts is refused before anything is allocated (full fine-tuning,
         # the largest method, is exactly the model's size).
         self.max_adapter_parameters = max_adapter_parameters or sum(p.numel() for p in self.model.parameters())
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0, "rejected": 0, "batches": 0, "tokens": 0,
-                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0}
+                      "swaps": 0, "max_batch_seen": 0, "batch_sizes": {}, "prefix_tokens_shared": 0, "joined": 0,
+                      "steps": 0}
+        self._rows = Rows(tokenizer, self.stats)
         self._pending: deque[GenRequest] = deque()
         self._control: deque[tuple[Callable, Future]] = deque()
         self._cond = threading.Condition()
@@ -317,12 +239,11 @@ class Engine:
 
     def _use(self, state: AdapterState | None):
         """Put `state`'s adapter on the model (None: the bare base). Returns the model."""
-        if self.current is state:
+        if self._mixed is None and self.current is state:
             return self.model
-        from groundtune.methods import attach, detach, trainable_state_dict
+        from groundtune.methods import attach, trainable_state_dict
 
-        self.model = detach(self.model)
-        self.current = None
+        self._detach_all()
         if state is not None:
             model = attach(self.model, state.config)
             params = trainable_state_dict(model)
@@ -336,50 +257,172 @@ class Engine:
         self.model.eval()
         return self.model
 
-    def _next_batch(self) -> list[GenRequest]:
-        """The oldest waiting request and up to max_batch - 1 more for the same adapter (FIFO)."""
+    def _mixes(self, adapter: AdapterState | None) -> bool:
+        """Whether requests for `adapter` can share a batch with other adapters' (the base always can)."""
+        if adapter is None or not self.mix_adapters:
+            return self.mix_adapters
+        from groundtune.methods import get
+
+        method = get(adapter.method)
+        return method.mixable and method.attach_mixed is not None
+
+    def _use_mixed(self, adapters: list[AdapterState]):
+        """Put every adapter of `adapters` on the model at once (a mixed batch). Returns the model."""
+        if self._mixed is not None and {id(a) for a in adapters} <= set(self._mixed):
+            return self.model
+        from groundtune.methods import get
+
+        self._detach_all()
+        slots = {id(a): (f"a{i}", a) for i, a in enumerate(adapters)}
+        groups: dict[str, list] = {}
+        for name, a in slots.values():
+            groups.setdefault(a.method, []).append((name, a.config, a.tensors))
+        # peft-backed methods last: they wrap the model, and the others find its modules by their bare names
+        order = sorted(groups, key=lambda m: (bool(get(m).peft_types), m))
+        for method in order:
+            self.model = get(method).attach_mixed(self.model, groups[method])
+            self.stats["swaps"] += 1
+        self._mixed, self._mixed_methods = slots, order
+        self.model.eval()
+        return self.model
+
+    def _detach_all(self) -> None:
+        from groundtune.methods import detach, get
+
+        if self._mixed is not None:
+            for method in reversed(self._mixed_methods):
+                self.model = get(method).detach_mixed(self.model)
+            self._mixed, self._mixed_methods = None, []
+        self.model = detach(self.model)
+        self.current = None
+
+    def _row_kwargs(self, requests: list[GenRequest]) -> dict:
+        """The forward arguments that give each row of a mixed batch its own adapter ({} otherwise)."""
+        if self._mixed is None:
+            return {}
+        from groundtune.methods import get
+
+        kwargs = {}
+        for method in self._mixed_methods:
+            names = [self._mixed[id(r.adapter)][0] if r.adapter is not None and r.adapter.method == method else None
+                     for r in requests]
+            kwargs.update(get(method).select_rows(self.model, names))
+        return kwargs
+
+    def _model_for(self, batch: RunningBatch, newcomers: list[GenRequest] = ()):
+        if batch.key is not MIXED:
+            return self._use(batch.key)
+        needed = {id(r.adapter): r.adapter for r in [*batch.requests, *newcomers] if r.adapter is not None}
+        if not needed and self._mixed is None:
+            return self._use(None)
+        return self._use_mixed(list(needed.values()))
+
+    def _take_waiting(self, batch: RunningBatch | None) -> list[GenRequest]:
+        """Waiting requests, oldest first, that can share `batch` (None: start one for the oldest request's
+        adapter), up to the batch's free rows. Joining a running batch stops at the first request that cannot
+        join, so an adapter that has to wait for the batch to drain is not passed over by younger requests (the
+        batch then drains, and the next one starts with it)."""
         with self._cond:
             while self._pending and self._pending[0].cancelled.is_set():
-                r = self._pending.popleft()
-                r.finish_reason = "cancelled"
-                self.stats["cancelled"] += 1
-                r.emit(("done", "cancelled"))
+                self._cancel_waiting(self._pending.popleft())
             if not self._pending:
                 return []
-            adapter = self._pending[0].adapter
-            batch, rest = [], deque()
+            key = batch.key if batch is not None else self._key(self._pending[0].adapter)
+            room = self.max_batch - (len(batch) if batch is not None else 0)
+            taken, rest = [], deque()
+            blocked = False
             while self._pending:
                 r = self._pending.popleft()
-                if r.adapter is adapter and len(batch) < self.max_batch and not r.cancelled.is_set():
-                    batch.append(r)
-                elif r.cancelled.is_set():
-                    r.finish_reason = "cancelled"
-                    self.stats["cancelled"] += 1
-                    r.emit(("done", "cancelled"))
+                fits = self._key(r.adapter) is key
+                if r.cancelled.is_set():
+                    self._cancel_waiting(r)
+                elif not blocked and fits and len(taken) < room:
+                    taken.append(r)
                 else:
+                    # joining a running batch stops at the first request that cannot join; a new batch takes
+                    # every waiting request of its kind (the oldest request's turn has come already)
+                    blocked = blocked or (not fits and batch is not None)
                     rest.append(r)
             self._pending = rest
-            return batch
+            return taken
+
+    def _key(self, adapter: AdapterState | None):
+        """What a batch is for: MIXED (any mixable adapter, row by row), or one adapter that cannot mix."""
+        return MIXED if self._mixes(adapter) else adapter
+
+    def _cancel_waiting(self, r: GenRequest) -> None:
+        r.finish_reason = "cancelled"
+        self.stats["cancelled"] += 1
+        r.emit(("done", "cancelled"))
 
     def _loop(self) -> None:
+        batch: RunningBatch | None = None
         while True:
             with self._cond:
-                while not self._stop and not self._control and not (self._pending and self._running.is_set()):
+                while not self._stop and not self._control and not batch \
+                        and not (self._pending and self._running.is_set()):
                     self._cond.wait(timeout=0.5)
                 if self._stop:
                     break
                 control = self._control.popleft() if self._control else None
-            if control is not None:
+            if control is not None:  # between two decoding steps; the batch's adapter is put back below
                 fn, future = control
                 try:
                     future.set_result(fn())
                 except BaseException as err:  # the caller gets it; the worker goes on
                     future.set_exception(err)
                 continue
+            try:
+                batch = self._advance(batch)
+            except Exception as err:  # one bad batch fails its requests; the server keeps serving
+                if batch is not None:
+                    batch.fail(err)
+                batch = None
+        if batch is not None:
+            batch.fail(GroundtuneError("the server is shutting down"))
+
+    def _advance(self, batch: RunningBatch | None) -> RunningBatch | None:
+        """Admit newcomers at this step boundary, then run one decoding step. Returns the batch (None: empty)."""
+        if not batch and self._running.is_set():
             self._gather()
-            batch = self._next_batch()
-            if batch:
-                self._run(batch)
+            batch = None
+        newcomers = self._take_waiting(batch) if self._running.is_set() else []
+        if newcomers:
+            if batch is None:
+                batch = self._new_batch(self._key(newcomers[0].adapter))
+            else:
+                self.stats["joined"] += len(newcomers)
+            model = self._model_for(batch, newcomers)
+            batch.admit(model, self._groups(newcomers))
+        if not batch:
+            return None
+        batch.drop_cancelled()
+        if batch:
+            model = self._model_for(batch)
+            self.stats["steps"] += 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
+            sizes = self.stats["batch_sizes"]
+            sizes[len(batch)] = sizes.get(len(batch), 0) + 1
+            batch.step(model)
+        return batch if batch else None
+
+    def _new_batch(self, key) -> RunningBatch:
+        self.stats["batches"] += 1
+        # a mixed batch holds no prompt method (none mixes yet), so no row has virtual tokens
+        virtual = key.virtual_tokens if key is not MIXED and key is not None else 0
+        batch = RunningBatch(self._rows, pad_token_id(self.tokenizer), self.model.config, virtual=virtual,
+                             model_kwargs=self._row_kwargs)
+        batch.key = key
+        return batch
+
+    def _groups(self, newcomers: list[GenRequest]) -> list[tuple[list[GenRequest], int]]:
+        """How newcomers are prefilled: together, when they share a prompt prefix worth prefilling once; else one
+        by one (on a CPU prefill is compute-bound, and a padded batch would compute its padding too)."""
+        shared = self._shared_prefix(newcomers)
+        if shared:
+            self.stats["prefix_tokens_shared"] += shared * (len(newcomers) - 1)
+            return [(newcomers, shared)]
+        return [([r], 0) for r in newcomers]
 
     def _gather(self) -> None:
         """The gather window: wait until the oldest waiting request is `batch_wait_s` old or its adapter has
@@ -400,7 +443,7 @@ class Engine:
         """How many leading prompt tokens every row of the batch shares, to prefill once (0: none worth it).
         Only for the base, LoRA and BitFit, whose forward over a prefix does not depend on what follows; each
         row keeps at least one token of its own, so generation starts from a prefill step."""
-        if len(batch) < 2 or self.min_shared_prefix <= 0:
+        if len(batch) < 2 or self.min_shared_prefix <= 0 or any(r.adapter is not batch[0].adapter for r in batch):
             return 0
         from groundtune.methods import get
 
@@ -414,51 +457,3 @@ class Engine:
                 i += 1
             n = i
         return n if n >= self.min_shared_prefix else 0
-
-    def _run(self, batch: list[GenRequest]) -> None:
-        self.stats["batches"] += 1
-        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(batch))
-        sizes = self.stats["batch_sizes"]
-        sizes[len(batch)] = sizes.get(len(batch), 0) + 1
-        try:
-            model = self._use(batch[0].adapter)
-            tok = self.tokenizer
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            device = next(model.parameters()).device
-            shared = self._shared_prefix(batch)
-            # Rows are [shared prefix | left padding | the row's own rest]: the prefix is prefilled once and its
-            # KV cache repeated over the rows; positions come from the attention mask, so they are the same as
-            # without the padding (a padded position is never attended to).
-            width = max(len(r.prompt_ids) for r in batch) - shared
-            ids = torch.full((len(batch), shared + width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
-            for row, r in enumerate(batch):
-                ids[row, :shared] = torch.tensor(r.prompt_ids[:shared])
-                ids[row, shared + width - (len(r.prompt_ids) - shared):] = torch.tensor(r.prompt_ids[shared:])
-                mask[row, :shared] = 1
-                mask[row, shared + width - (len(r.prompt_ids) - shared):] = 1
-            rows = _Rows(batch, tok, self.stats)
-            extra = {}
-            with torch.no_grad():
-                if shared:
-                    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
-                    out = model(input_ids=ids[:1, :shared].to(device), use_cache=True, **keep)
-                    cache = out.cache
-                    cache.batch_repeat_interleave(len(batch))
-                    extra["cache"] = cache
-                    self.stats["prefix_tokens_shared"] += shared * (len(batch) - 1)
-                model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               max_new_tokens=max(r.max_tokens for r in batch), do_sample=False, num_beams=1,
-                               pad_token_id=pad, eos_token_id=tok.eos_token_id,
-                               stopping_criteria=StoppingCriteriaList([_Stop(rows)]),
-                               logits_processor=LogitsProcessorList([_Sample(rows)]), **extra)
-            for r in batch:  # generate stopped at max_new_tokens or the model's own limit
-                if not r.done:
-                    rows._flush(r, final=True)
-                    rows._finish(r, "length")
-        except Exception as err:  # one bad batch fails its requests; the server keeps serving
-            for r in batch:
-                if not r.done:
-                    r.finish_reason = "error"
-                    self.stats["failed"] += 1
-                    r.emit(("error", f"generation failed: {type(err).__name__}: {err}"))

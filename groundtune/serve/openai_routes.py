@@ -36,15 +36,16 @@ async def chat(body: ChatRequest, request: Request):
     route = await server.route(body.model)
     fmt = route.prompt_format
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    _, history, question = split_conversation(messages)
+    conversation = split_conversation(messages)  # once per request: retrieval and the prompt both read it
     if body.documents is not None:
         citations = request_documents([d if isinstance(d, str) else d.model_dump() for d in body.documents])
     elif body.retrieval is False or server.grounding.retriever is None:
         citations = []
     else:
         k = body.k or int(fmt.get("k", 3))
-        citations = await asyncio.to_thread(server.grounding.passages, question, history, k)
-    prompt = build_chat_prompt(fmt, server.tokenizer, messages, citations)
+        citations = await asyncio.to_thread(server.grounding.passages, conversation.question,
+                                            conversation.history, k)
+    prompt = build_chat_prompt(fmt, server.tokenizer, conversation, citations)
     generation = await server.generate(request, body, prompt, route, capped=True)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     cited = [c.to_dict() for c in citations]

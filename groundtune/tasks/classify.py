@@ -267,7 +267,7 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
     of token log-probabilities, and how many prompts lost tokens from their left to fit `max_prompt_tokens`."""
     from tqdm.auto import tqdm
 
-    from groundtune.data.collate import pad_token_id
+    from groundtune.data.collate import pad_rows, pad_token_id
 
     n = len(continuations)
     pad = pad_token_id(tokenizer)
@@ -291,13 +291,8 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i][0]), reverse=True)  # less padding
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="classify", unit="batch"):
         idx = order[start:start + batch_size]
-        B, width = len(idx), max(len(encoded[i][0]) for i in idx)
-        ids = torch.full((B, width), pad, dtype=torch.long)
-        mask = torch.zeros((B, width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            context = encoded[i][0]
-            ids[row, width - len(context):] = torch.tensor(context)
-            mask[row, width - len(context):] = 1
+        B = len(idx)
+        ids, mask = pad_rows([encoded[i][0] for i in idx], pad)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                     use_cache=True, logits_to_keep=1)
@@ -311,16 +306,9 @@ def score_labels(model, tokenizer, prompts: Sequence[str], continuations: Sequen
         # Every label's remaining tokens at once: the prompt's cache repeated per label, continuations right-padded.
         cache = cache_from(out)
         cache.batch_repeat_interleave(n)
-        cont_ids = torch.full((B * n, rest), pad, dtype=torch.long)
-        cont_mask = torch.zeros((B * n, rest), dtype=torch.long)
-        targets = torch.full((B * n, rest), -1, dtype=torch.long)
-        for row, i in enumerate(idx):
-            for j, cont in enumerate(encoded[i][1]):
-                r, m = row * n + j, len(cont) - 1
-                if m:
-                    cont_ids[r, :m] = torch.tensor(cont[:-1])
-                    targets[r, :m] = torch.tensor(cont[1:])
-                cont_mask[r, :m] = 1
+        conts = [cont for i in idx for cont in encoded[i][1]]  # row * n + j: prompt row, label j
+        cont_ids, cont_mask = pad_rows([c[:-1] for c in conts], pad, side="right", width=rest)
+        targets, _ = pad_rows([c[1:] for c in conts], -1, side="right", width=rest)
         # A right pad still needs one visible key; it sees the prompt (its own column is masked).
         full_mask = torch.cat([mask.repeat_interleave(n, dim=0), cont_mask], dim=1)
         cont_positions = mask.sum(-1).repeat_interleave(n)[:, None] + torch.arange(rest)[None, :]

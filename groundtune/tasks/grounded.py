@@ -112,7 +112,7 @@ def _peak_rss_mb() -> float | None:
 
 
 def evaluate(model, tokenizer, samples, gen: GenerationConfig | None = None, *, lang: str = "auto",
-             max_prompt_tokens: int = 1024, progress: bool = True):
+             metrics: list[str] | None = None, max_prompt_tokens: int = 1024, progress: bool = True):
     """Generate for every sample and score against its answer. Returns (predictions, metrics report)."""
     from groundtune.generate import generate
     from groundtune.metrics import score
@@ -121,7 +121,7 @@ def evaluate(model, tokenizer, samples, gen: GenerationConfig | None = None, *, 
         raise ValueError("no evaluation samples: set data.eval or data.eval_fraction")
     predictions = generate(model, tokenizer, [s.prompt for s in samples], gen, max_prompt_tokens=max_prompt_tokens,
                            progress=progress)
-    report = score(predictions, [s.answer for s in samples], lang=lang, ids=[s.id for s in samples])
+    report = score(predictions, [s.answer for s in samples], lang=lang, metrics=metrics, ids=[s.id for s in samples])
     return predictions, report
 
 

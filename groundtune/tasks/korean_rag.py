@@ -79,13 +79,14 @@ def grounded_samples(rows: list[dict], retriever, tokenizer, fmt: dict, k: int =
     """Training samples built as `serve` builds a chat request's prompt: the question's top-k passages from the
     index and the adapter's prompt format; the answer is the question's source sentence."""
     from groundtune.data.sample import Sample
-    from groundtune.serve.citations import Grounding, build_chat_prompt
+    from groundtune.serve.citations import Grounding, build_chat_prompt, split_conversation
 
     grounding = Grounding(retriever)
     samples = []
     for r in rows:
         citations = grounding.passages(r["question"], [], k)
-        prompt = build_chat_prompt(fmt, tokenizer, [{"role": "user", "content": r["question"]}], citations)
+        prompt = build_chat_prompt(fmt, tokenizer, split_conversation([{"role": "user", "content": r["question"]}]),
+                                   citations)
         samples.append(Sample(r["id"], prompt, sentence_of(retriever.passages[r["passage_id"]]), r["doc_id"],
                               {"dial_id": r["doc_id"]}))
     return samples
