@@ -195,6 +195,7 @@ class TrainConfig:
     seed: int = 42
     save_every: int = 50  # optimizer steps between checkpoints
     trust_remote_code: bool = False
+    group_by_length: bool = False  # batches of similar lengths: less padding (groundtune.data.order)
 
     def __post_init__(self):
         validate(self)

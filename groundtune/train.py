@@ -126,6 +126,7 @@ def _read_state(folder: Path) -> dict:
 # epochs raised) is allowed too, as an explicit continuation.
 RESUMABLE = {"save_every", "trust_remote_code", "output_dir"}
 LONGER = {"max_steps", "epochs"}
+ADDED = {"group_by_length": False}  # settings added since, with the value runs saved before them had
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -147,7 +148,7 @@ def resume_differences(saved: dict, cfg) -> list[str]:
     out = []
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
-        if a == b or key in RESUMABLE:
+        if a == b or key in RESUMABLE or (key not in before and ADDED.get(key, a) == b):
             continue
         if key in LONGER and a is not None and b is not None and b > a:
             continue
@@ -484,7 +485,8 @@ def train(cfg, train_samples: list, *, model=None, tokenizer=None, resume: bool 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # adapter initialisation depends on it
     model = attach(model, config_from_dict(cfg.method))
-    task = AnswerTask(tokenizer, train_samples, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens, cfg.seed)
+    task = AnswerTask(tokenizer, train_samples, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens, cfg.seed,
+                      group_by_length=cfg.group_by_length)
     result = fit(model, task, Schedule.of(cfg), out=out, config=cfg, resume=resume, overwrite=overwrite,
                  progress=progress, stop_after=stop_after, desc=f"train {cfg.method['method']}")
     model = result.model

@@ -87,3 +87,17 @@ def test_length_grouped_batches_hold_every_example_once_with_less_padding():
 def test_bf16_support_is_a_yes_or_no():
     assert isinstance(bf16_supported(), bool)
     assert bf16_supported("meta") is False
+
+
+def test_group_by_length_is_a_setting_a_resume_checks_and_older_checkpoints_lack():
+    from dataclasses import asdict
+
+    from groundtune.train import resume_differences
+
+    cfg = TrainConfig(output_dir="x")
+    saved = asdict(cfg)
+    del saved["group_by_length"]  # written before the setting existed: those runs were not grouped
+    assert resume_differences(saved, cfg) == []
+    grouped = TrainConfig(output_dir="x", group_by_length=True)
+    assert resume_differences(saved, grouped) == ["group_by_length: None -> True"]
+    assert resume_differences(asdict(cfg), grouped) == ["group_by_length: False -> True"]
