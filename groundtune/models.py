@@ -273,8 +273,8 @@ def frozen_weights_in(model, dtype: torch.dtype):
     a `dtype` copy; on exit the originals are back, bit for bit.
 
     Why: under bf16 autocast a linear layer casts its fp32 weight to bf16 in every forward; autocast caches casts
-    only of weights that require grad, so a frozen base is cast again at every step (on a CPU a fifth of a LoRA
-    step). Cast once, the layer receives the very bf16 weight autocast would have made, so every result is
+    only of weights that require grad, so a frozen base is cast again at every step (a profiled LoRA step on a CPU
+    spent about a fifth of its time in copies, these casts among them). Cast once, the layer receives the very bf16 weight autocast would have made, so every result is
     the same; outside autocast (generation after training) the fp32 weights are back. Costs a bf16 copy of the
     frozen weights for the block's duration (autocast keeps one per forward for the backward anyway)."""
     from torch import nn
