@@ -163,6 +163,7 @@ class TrainConfig:
     seed: int = ranged(42, NONNEG)
     save_every: int = ranged(50, COUNT)  # optimizer steps between checkpoints
     trust_remote_code: bool = False
+    group_by_length: bool = False  # batches of similar lengths: less padding (groundtune.data.order)
 
     def __post_init__(self):
         validate(self)

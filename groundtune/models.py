@@ -16,6 +16,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -225,15 +226,72 @@ def contiguous_lm_head(model):
     return model
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): bf16 matmuls are then faster than
-    float32 ones, instead of being emulated and slower. Read from /proc/cpuinfo's flags (Linux); False elsewhere."""
+@contextmanager
+def supervised_head(model, rows: torch.Tensor, from_end: torch.Tensor):
+    """Within the block, the LM head of `model` runs only on the hidden states of the positions it is told:
+    row `rows[i]`, `from_end[i]` positions before the end of the sequence the head sees. The model's logits come
+    back as [N, 1, vocab], one per position in that order.
+
+    Why from the end: prompt methods put their vectors before the text (after any left padding), so the head sees
+    a longer sequence than the input ids; counted from the end, a text position is where it was. Why a hook on the
+    head rather than a slice of the logits: the answer-only loss needs the logits of a few answer positions, and
+    with Gemma 3's 262,144-token vocabulary the head over every row from the earliest answer on is a large share
+    of a training step. The [N, 1, vocab] shape keeps the positions out of the way of anything that slices
+    logits along the sequence (a prompt method's output hook leaves a length-1 sequence alone)."""
+    head = model.get_output_embeddings()
+
+    def gather(module, args):
+        hidden = args[0]
+        return (hidden[rows, hidden.shape[1] - from_end].unsqueeze(1), *args[1:])
+
+    handle = head.register_forward_pre_hook(gather)
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    except OSError:
+        yield
+    finally:
+        handle.remove()
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether `device` runs bf16 matmuls natively: a CUDA GPU that says so, or a CPU with AVX512-BF16 or AMX
+    (x86) or the BF16 extension (ARM). Elsewhere bf16 is emulated and slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
         return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith(("flags", "Features"))), [])
+    except OSError:  # not Linux
+        return False
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(flags))
+
+
+@contextmanager
+def frozen_weights_in(model, dtype: torch.dtype):
+    """Within the block, every frozen nn.Linear weight of `model` (the LM head, tied to the embeddings, aside) is
+    a `dtype` copy; on exit the originals are back, bit for bit.
+
+    Why: under bf16 autocast a linear layer casts its fp32 weight to bf16 in every forward; autocast caches casts
+    only of weights that require grad, so a frozen base is cast again at every step (a profiled LoRA step on a CPU
+    spent about a fifth of its time in copies, these casts among them). Cast once, the layer receives the very bf16 weight autocast would have made, so every result is
+    the same; outside autocast (generation after training) the fp32 weights are back. Costs a bf16 copy of the
+    frozen weights for the block's duration (autocast keeps one per forward for the backward anyway)."""
+    from torch import nn
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    swapped = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, nn.Linear) and module is not head and isinstance(weight, nn.Parameter)
+                and not weight.requires_grad and weight.is_floating_point() and weight.dtype != dtype):
+            module.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
+            swapped.append((module, weight))
+    try:
+        yield len(swapped)
+    finally:
+        for module, weight in swapped:
+            module.weight = weight
 
 
 def serving_dtype(requested="auto", device: str | torch.device = "cpu") -> tuple[torch.dtype, str]:
@@ -242,10 +300,7 @@ def serving_dtype(requested="auto", device: str | torch.device = "cpu") -> tuple
     if requested != "auto":
         dtype = _resolve_dtype(requested)
         return dtype, "as asked"
-    if torch.device(device).type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "the GPU supports bfloat16"
-        return torch.float32, "the GPU has no bfloat16"
-    if cpu_has_bf16():
-        return torch.bfloat16, "the CPU has AVX512-BF16 or AMX"
-    return torch.float32, "the CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+    gpu = torch.device(device).type == "cuda"
+    if bf16_supported(device):
+        return torch.bfloat16, "the GPU supports bfloat16" if gpu else "the CPU has AVX512-BF16, AMX or ARM BF16"
+    return torch.float32, "the GPU has no bfloat16" if gpu else "the CPU has no native bfloat16 (AVX512-BF16 or AMX)"

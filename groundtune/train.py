@@ -6,9 +6,10 @@ the same code runs on one CPU, one GPU, DDP, DeepSpeed ZeRO-3 or FSDP
 (`accelerate launch --config_file examples/accelerate/... -m groundtune train run.yaml`).
 
 Two choices matter for speed:
-- Loss on answer tokens only, with the LM head computed only where it is needed. Batches are left-padded, so
-  every answer ends at the last position; the model is asked for the logits of the last few positions only
-  (`logits_to_keep`), which skips most of the 49k-vocabulary projection on long grounded inputs.
+- Loss on answer tokens only, with the LM head computed only at the supervised positions (their hidden states
+  are gathered before the head), which skips nearly all of the vocabulary projection on long grounded inputs.
+- With bf16 mixed precision, the frozen linear weights are cast to bf16 once for the run instead of by autocast
+  in every forward (models.frozen_weights_in): the same numbers, without the casts.
 - Nothing below the lowest adapted layer needs a backward pass; we never make embeddings require grad, so
   autograd skips those layers.
 
@@ -22,6 +23,7 @@ in groundtune.retrieval) can use it without an import circle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -37,32 +39,31 @@ from groundtune.errors import ConfigError, OutputError, ResumeError, TrainingDiv
 from groundtune.fileio import atomic_folder, atomic_write, guard_output, save_figure
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
 from groundtune.methods.io import save_adapter
+from groundtune.models import frozen_weights_in
 
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
 
 
-def _last(n: int) -> torch.Tensor:
-    # The last n positions as an index tensor, not an int: transformers then gathers a contiguous copy of the
-    # hidden states. With an int it slices a strided view, and under autograd torch's matmul cannot fold that
-    # view into one mm; it expands the LM head weight per row instead (25x slower with Gemma's 262k vocabulary).
-    return torch.arange(-n, 0)
-
-
 def answer_loss_sum(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed cross-entropy, number of supervised tokens), computing logits only from the first answer onward."""
+    """(summed cross-entropy, number of supervised tokens), with the LM head run only at supervised positions.
+
+    The hidden states of the positions whose next token is supervised are gathered before the head
+    (models.supervised_head), so the vocabulary projection, its fp32 copy and the softmax cover the answer
+    tokens alone, not every row from the earliest answer on: with Gemma 3's 262k vocabulary that was a large
+    share of a step. Positions are counted from the end, which holds for every method (see supervised_head)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    from groundtune.models import supervised_head
+
     labels = batch["labels"]
-    supervised = labels != -100
-    T = labels.shape[1]
-    first = int(supervised.float().argmax(dim=1)[supervised.any(dim=1)].min()) if supervised.any() else T - 1
-    keep = T - first + 1  # positions first-1 .. T-1; the logit at t predicts token t+1
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch.get("position_ids"), logits_to_keep=_last(min(keep, T)), use_cache=False)
-    logits = out.logits[:, :-1].float()
-    targets = labels[:, T - logits.shape[1]:]
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                            reduction="sum")
-    return total, (targets != -100).sum()
+    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)  # the logit at col predicts the token at col + 1
+    targets = labels[rows, cols + 1]
+    with supervised_head(extract_model_from_parallel(model), rows, labels.shape[1] - cols):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch.get("position_ids"), use_cache=False).logits
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    return total, torch.tensor(targets.numel(), device=labels.device)
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:
@@ -78,12 +79,6 @@ class TrainResult:
     model: object = None
     trainable_params: int = 0
     main_process: bool = True  # False on the other processes of a multi-process run: they wrote nothing
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    # A fresh generator per epoch: the order depends only on (seed, epoch), so a resumed run sees the same data.
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n, generator=g).tolist()
 
 
 def _save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None:
@@ -131,6 +126,7 @@ def _read_state(folder: Path) -> dict:
 # epochs raised) is allowed too, as an explicit continuation.
 RESUMABLE = {"save_every", "trust_remote_code", "output_dir"}
 LONGER = {"max_steps", "epochs"}
+ADDED = {"group_by_length": False}  # settings added since, with the value runs saved before them had
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -152,7 +148,7 @@ def resume_differences(saved: dict, cfg) -> list[str]:
     out = []
     for key in sorted(set(before) | set(now)):
         a, b = before.get(key), now.get(key)
-        if a == b or key in RESUMABLE:
+        if a == b or key in RESUMABLE or (key not in before and ADDED.get(key, a) == b):
             continue
         if key in LONGER and a is not None and b is not None and b > a:
             continue
@@ -230,6 +226,7 @@ class Schedule:
     seed: int = 0
     save_every: int = 50  # optimizer steps between checkpoints (when fit() is given an output folder)
     decay: str = "cosine"  # cosine | linear, after the warm-up
+    frozen_bf16: bool = True  # bf16 precision: frozen linear weights cast once, not in every forward (same numbers)
 
     @classmethod
     def of(cls, cfg) -> "Schedule":
@@ -249,17 +246,19 @@ class AnswerTask:
     """
 
     def __init__(self, tokenizer, samples: list, max_prompt_tokens: int | None, max_answer_tokens: int | None,
-                 seed: int):
+                 seed: int, group_by_length: bool = False):
         from groundtune.data.collate import Collator, encode
 
         self.encoded = [encode(tokenizer, s, max_prompt_tokens, max_answer_tokens) for s in samples]
         self.collator = Collator(tokenizer, padding_side="left")
         self.seed = seed
         self.size = len(self.encoded)
+        self.group_by_length = group_by_length
 
     def batches(self, epoch: int, size: int) -> list[list[int]]:
-        order = _epoch_order(self.size, self.seed, epoch)
-        return [order[i:i + size] for i in range(0, self.size, size)]
+        from groundtune.data.order import batches
+
+        return batches([len(e["input_ids"]) for e in self.encoded], size, self.seed, epoch, self.group_by_length)
 
     def collate(self, rows: list[int]) -> dict:
         return self.collator([self.encoded[j] for j in rows])
@@ -359,58 +358,62 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None
     n_trainable = count_trainable(model)
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress or not accelerator.is_main_process,
                desc=f"{desc} ({n_trainable:,} params)", unit="step")
-    model.train()
-    running, micro = 0.0, 0
-    finished = True
-    while state["step"] < total_steps:
-        batches = task.batches(state["epoch"], global_batch)
-        while state["batch_in_epoch"] < len(batches) and state["step"] < total_steps:
-            rows = batches[state["batch_in_epoch"]]
-            shard = rows[rank * schedule.batch_size:(rank + 1) * schedule.batch_size]
-            # The last global batch can leave a process without examples; it still joins the gradient
-            # all-reduce, with one example weighted zero.
-            weight = 1.0 if shard else 0.0
-            batch = task.collate(shard or rows[:1])
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                total, count = task.loss_sum(model, batch)
-                # Mean over the global batch: this process's sum over all processes' count. The gradient
-                # all-reduce averages over processes, so the backward loss is scaled by their number.
-                count = torch.as_tensor(count, device=accelerator.device)
-                tokens = accelerator.reduce(count * weight, reduction="sum") if world > 1 else count
-                loss = total * weight / tokens.clamp(min=1)
-                accelerator.backward(loss * world)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                schedule.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients and not optimizer.step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["batch_in_epoch"] += 1
-            running += loss.item()
-            micro += 1
-            if not accelerator.sync_gradients:
-                continue
-            if world > 1:
-                running = accelerator.reduce(torch.tensor(running, device=accelerator.device), reduction="sum").item()
-            _stop_if_diverged(model, running / micro, state["step"] + 1, out, schedule.lr)  # the same on every process
-            state["step"] += 1
-            state["losses"].append({"step": state["step"], "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / micro:.3f}")
-            running, micro = 0.0, 0
-            if out is not None and (state["step"] % schedule.save_every == 0 or state["step"] == total_steps):
-                if accelerator.is_main_process:
-                    _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
-            if stop_after is not None and state["step"] >= stop_after:
-                finished = False
+    # bf16 autocast recasts a frozen fp32 weight in every forward; cast once here instead (the same numbers).
+    # One process only: sharded or replicated parameters (DDP, FSDP, ZeRO-3) must stay the ones prepared.
+    cast = schedule.precision == "bf16" and schedule.frozen_bf16 and world == 1
+    with frozen_weights_in(accelerator.unwrap_model(model), torch.bfloat16) if cast else contextlib.nullcontext():
+        model.train()
+        running, micro = 0.0, 0
+        finished = True
+        while state["step"] < total_steps:
+            batches = task.batches(state["epoch"], global_batch)
+            while state["batch_in_epoch"] < len(batches) and state["step"] < total_steps:
+                rows = batches[state["batch_in_epoch"]]
+                shard = rows[rank * schedule.batch_size:(rank + 1) * schedule.batch_size]
+                # The last global batch can leave a process without examples; it still joins the gradient
+                # all-reduce, with one example weighted zero.
+                weight = 1.0 if shard else 0.0
+                batch = task.collate(shard or rows[:1])
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with accelerator.accumulate(model), accelerator.autocast():
+                    total, count = task.loss_sum(model, batch)
+                    # Mean over the global batch: this process's sum over all processes' count. The gradient
+                    # all-reduce averages over processes, so the backward loss is scaled by their number.
+                    count = torch.as_tensor(count, device=accelerator.device)
+                    tokens = accelerator.reduce(count * weight, reduction="sum") if world > 1 else count
+                    loss = total * weight / tokens.clamp(min=1)
+                    accelerator.backward(loss * world)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                    schedule.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients and not optimizer.step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state["batch_in_epoch"] += 1
+                running += loss.item()
+                micro += 1
+                if not accelerator.sync_gradients:
+                    continue
+                if world > 1:
+                    running = accelerator.reduce(torch.tensor(running, device=accelerator.device), reduction="sum").item()
+                _stop_if_diverged(model, running / micro, state["step"] + 1, out, schedule.lr)  # the same on every process
+                state["step"] += 1
+                state["losses"].append({"step": state["step"], "loss": running / micro, "lr": scheduler.get_last_lr()[0]})
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / micro:.3f}")
+                running, micro = 0.0, 0
+                if out is not None and (state["step"] % schedule.save_every == 0 or state["step"] == total_steps):
+                    if accelerator.is_main_process:
+                        _save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, state)
+                if stop_after is not None and state["step"] >= stop_after:
+                    finished = False
+                    break
+            if not finished:
                 break
-        if not finished:
-            break
-        if state["batch_in_epoch"] >= len(batches):
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
+            if state["batch_in_epoch"] >= len(batches):
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
     bar.close()
     accelerator.wait_for_everyone()
     # keep_fp32_wrapper=False: take back the autocast wrapper accelerate put on forward(), so the caller's model
@@ -482,7 +485,8 @@ def train(cfg, train_samples: list, *, model=None, tokenizer=None, resume: bool 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # adapter initialisation depends on it
     model = attach(model, config_from_dict(cfg.method))
-    task = AnswerTask(tokenizer, train_samples, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens, cfg.seed)
+    task = AnswerTask(tokenizer, train_samples, cfg.data.max_prompt_tokens, cfg.data.max_answer_tokens, cfg.seed,
+                      group_by_length=cfg.group_by_length)
     result = fit(model, task, Schedule.of(cfg), out=out, config=cfg, resume=resume, overwrite=overwrite,
                  progress=progress, stop_after=stop_after, desc=f"train {cfg.method['method']}")
     model = result.model

@@ -108,9 +108,9 @@ def test_requests_that_arrive_mid_batch_join_it_and_each_equals_offline_generate
 
 def test_dtype_auto_follows_the_hardware_and_bfloat16_serves_every_kind(adapters):
     from groundtune.errors import ConfigError
-    from groundtune.models import cpu_has_bf16, serving_dtype
+    from groundtune.models import bf16_supported, serving_dtype
 
-    assert serving_dtype("auto")[0] == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert serving_dtype("auto")[0] == (torch.bfloat16 if bf16_supported() else torch.float32)
     assert serving_dtype("float32") == (torch.float32, "as asked")
     with pytest.raises(ConfigError, match="--dtype"):
         serving_dtype("float8")
