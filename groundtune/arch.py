@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from groundtune.errors import ConfigError
 
 SEPARATE = "separate"  # q_proj, k_proj, v_proj: [kv_heads * head_dim] each
 FUSED_PER_HEAD = "fused_per_head"  # one projection, per head [q | k | v] (GPT-NeoX)
@@ -43,9 +44,9 @@ class Family:
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
-            raise ValueError(f"{self.model_type}: layout must be one of {LAYOUTS}, not {self.layout!r}")
+            raise ConfigError(f"{self.model_type}: layout must be one of {LAYOUTS}, not {self.layout!r}")
         if len(self.projections) != (4 if self.layout == SEPARATE else 2):
-            raise ValueError(f"{self.model_type}: {self.layout} attention names (q, k, v, o) or (qkv, o) projections")
+            raise ConfigError(f"{self.model_type}: {self.layout} attention names (q, k, v, o) or (qkv, o) projections")
 
     @property
     def key_value(self) -> tuple[str, ...]:
@@ -94,7 +95,7 @@ def family(model, purpose: str = "groundtune", attention_interface: bool = False
     supported = ", ".join(f.model_type for f in FAMILIES.values() if f.attention_interface or not attention_interface)
     why = (" (it computes attention inline, without transformers' AttentionInterface)" if row is not None
            else " (its attention anatomy is not in groundtune.arch.FAMILIES)")
-    raise ValueError(f"{purpose} does not support model family {name!r} ({type(model).__name__}){why}; "
+    raise ConfigError(f"{purpose} does not support model family {name!r} ({type(model).__name__}){why}; "
                      f"supported families: {supported}")
 
 
@@ -138,7 +139,7 @@ def attention_layers(model: nn.Module, purpose: str = "groundtune") -> list[Atte
             head_dim = head_dim or config.hidden_size // heads
             specs.append(AttentionSpec(module, module.layer_idx, heads, kv_heads, head_dim, row))
     if not specs:
-        raise ValueError(
+        raise ConfigError(
             f"no self-attention modules with {'/'.join(row.projections)} found in {type(model).__name__} "
             f"({row.model_type})"
         )

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from groundtune.errors import ConfigError, OutputError, ResumeError, TrainingDiverged
+from groundtune.errors import ConfigError, GroundtuneError, OutputError, ResumeError, TrainingDiverged
 from groundtune.fileio import atomic_folder, atomic_write, guard_output, save_figure
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
 from groundtune.methods.io import save_adapter
@@ -115,7 +115,7 @@ def _read_state(folder: Path) -> dict:
     try:
         state = json.loads((folder / "state.json").read_text())
         if not isinstance(state, dict) or "step" not in state:
-            raise ValueError("no step")
+            raise GroundtuneError("no step")
         return state
     except (OSError, ValueError) as err:
         raise OutputError(f"{folder / 'state.json'} is missing or corrupt ({err}); start afresh with --overwrite, "
@@ -281,7 +281,7 @@ def _scheduler(optimizer, schedule: Schedule, total_steps: int):
 
     make = {"cosine": get_cosine_schedule_with_warmup, "linear": get_linear_schedule_with_warmup}.get(schedule.decay)
     if make is None:
-        raise ValueError(f"decay must be 'cosine' or 'linear', not {schedule.decay!r}")
+        raise GroundtuneError(f"decay must be 'cosine' or 'linear', not {schedule.decay!r}")
     return make(optimizer, int(schedule.warmup_ratio * total_steps), total_steps)
 
 
@@ -333,7 +333,7 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None
     if out is not None and resume and (out / CHECKPOINT).exists():
         state = _load_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler)
         if state.setdefault("num_processes", 1) != world:
-            raise ValueError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
+            raise GroundtuneError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
                              f"resume it with as many (this one has {world}), or start a new output_dir")
     elif out is not None and (out / CHECKPOINT).exists():
         if not overwrite:
@@ -475,7 +475,7 @@ def train(cfg, train_samples: list, *, model=None, tokenizer=None, resume: bool 
     from accelerate import PartialState
 
     if not train_samples:
-        raise ValueError("no training samples: check the data paths and the drop report above")
+        raise GroundtuneError("no training samples: check the data paths and the drop report above")
     out = Path(cfg.output_dir)
     prepare_output(cfg, resume=resume, overwrite=overwrite)  # the output, and a checkpoint's settings (before the model loads)
     if model is None:

@@ -25,3 +25,18 @@ def test_no_module_is_over_500_lines():
     over = sorted(((n, name) for name, n in line_counts().items() if n > MAX_LINES), reverse=True)
     assert not over, (f"{len(over)} module(s) over {MAX_LINES} lines; split them by what they do:\n  "
                       + "\n  ".join(f"{name}: {n} lines" for n, name in over))
+
+
+def test_every_error_a_user_can_act_on_is_a_groundtune_error():
+    """One error family: the CLI's handler prints a GroundtuneError as one line and exits 2, with no special cases,
+    so a bare ValueError raised anywhere in the package would reach the user as a traceback. (TypeError and
+    KeyError stay for what only a caller's code can get wrong: a lookup the caller catches, a misuse of an API.)"""
+    import ast
+
+    bare = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and \
+                    getattr(node.exc.func, "id", None) == "ValueError":
+                bare.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {node.exc.func.id}")
+    assert not bare, "raise a groundtune.errors class (DataError, ConfigError, ...) instead:\n  " + "\n  ".join(bare)

@@ -9,6 +9,7 @@ import typer
 from groundtune.cli.common import check_at_least, fail
 from groundtune.retrieval.pipelines import first_stages, usage  # light: the stages import their libraries lazily
 from groundtune.cli.options import index_argument, limit_option, model_option, out_option, overwrite_flag, seed_option
+from groundtune.errors import GroundtuneError
 
 NO_MATCH = 1  # `retrieve` found no passage (like grep: 1 is "nothing found", 2 is an error)
 
@@ -112,9 +113,9 @@ def retrieve(
 
     try:
         if k < 1:
-            raise ValueError(f"-k is {k}; it must be a whole number in [1, inf)")
+            raise GroundtuneError(f"-k is {k}; it must be a whole number in [1, inf)")
         if limit is not None and limit < 1:
-            raise ValueError(f"--limit is {limit}; it must be a whole number in [1, inf)")
+            raise GroundtuneError(f"--limit is {limit}; it must be a whole number in [1, inf)")
         if eval_:
             from groundtune.fileio import guard_output
 
@@ -124,7 +125,7 @@ def retrieve(
             _retrieval_eval(retriever, eval_, pipelines, limit, out)
             return
         if not query or not query.strip():
-            raise ValueError("the QUERY is empty: give a question, or --eval FILE to score retrieval")
+            raise GroundtuneError("the QUERY is empty: give a question, or --eval FILE to score retrieval")
         from groundtune.retrieval.queries import build_query
 
         hits = retriever.search(build_query(query, history), k, method=method)
@@ -299,6 +300,6 @@ def _refuse_english_base_on_korean(retriever, base: Optional[str]) -> None:
     language = retriever.meta.get("language", "en")
     languages = encoder_languages(base)
     if not covers(languages, language):
-        raise ValueError(f"the reranker's base encoder covers {languages}, not this {language} index; pass --base "
+        raise GroundtuneError(f"the reranker's base encoder covers {languages}, not this {language} index; pass --base "
                          "a checkpoint that reads it (a multilingual sentence-transformers "
                          "model, for one)")

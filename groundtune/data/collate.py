@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from groundtune.data.sample import Sample, encode_prompt
+from groundtune.errors import DataError
 
 IGNORE_INDEX = -100  # the label torch.nn.functional.cross_entropy skips
 
@@ -21,7 +22,7 @@ def pad_token_id(tokenizer) -> int:
     for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if token_id is not None:
             return int(token_id)
-    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
+    raise DataError(f"{type(tokenizer).__name__} has neither a pad nor an eos token; set tokenizer.pad_token")
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "left",
@@ -31,14 +32,14 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, side: str = "left",
     The one place a batch is padded: training, `generate`, the server engine and classification all call it.
     Left padding (the default) ends every row at the last column, where generation continues."""
     if side not in ("left", "right"):
-        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+        raise DataError(f"padding side must be 'left' or 'right', got {side!r}")
     width = max((len(r) for r in rows), default=0) if width is None else width
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         n = len(row)
         if n > width:
-            raise ValueError(f"row {i} has {n} tokens, more than the batch width {width}")
+            raise DataError(f"row {i} has {n} tokens, more than the batch width {width}")
         cols = slice(width - n, width) if side == "left" else slice(0, n)
         if n:
             ids[i, cols] = torch.as_tensor(row, dtype=torch.long)
@@ -73,7 +74,7 @@ class Collator:
 
     def __init__(self, tokenizer, padding_side: str = "left"):
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+            raise DataError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.tokenizer = tokenizer
         self.padding_side = padding_side
         self.pad_id = pad_token_id(tokenizer)

@@ -32,12 +32,12 @@ class GroundedConfig:
 
     def __post_init__(self):
         if self.history_turns < 0:
-            raise ValueError(f"history_turns must be >= 0, got {self.history_turns}")
+            raise DataError(f"history_turns must be >= 0, got {self.history_turns}")
         for name in ("max_document_tokens", "max_answer_tokens"):
             if (v := getattr(self, name)) is not None and v <= 0:
-                raise ValueError(f"{name} must be positive or None, got {v}")
+                raise DataError(f"{name} must be positive or None, got {v}")
         if self.window_around_span and self.max_document_tokens is None:
-            raise ValueError("window_around_span needs max_document_tokens (the window size)")
+            raise DataError("window_around_span needs max_document_tokens (the window size)")
 
 
 class TokenCounter:
@@ -266,7 +266,7 @@ def samples_from_passages(contexts: Sequence[TurnContext], passages: Sequence[Se
     `passages[i]` are the top-k passage texts for `contexts[i]`, best first.
     """
     if len(contexts) != len(passages):
-        raise ValueError(f"{len(contexts)} contexts but {len(passages)} passage lists; give one list per context")
+        raise DataError(f"{len(contexts)} contexts but {len(passages)} passage lists; give one list per context")
     samples = []
     for ctx, found in zip(contexts, passages):
         document = separator.join(p.strip() for p in found)
@@ -355,7 +355,7 @@ def split_by_dialogue(items: Sequence, validation_fraction: float = 0.1, seed: i
     Works on Samples, Dialogues or TurnContexts; keeps the input order within each part.
     """
     if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+        raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     keys = sorted({_dialogue_key(x) for x in items})
     # Ordered by a seeded hash, not random.shuffle: the same split on every machine and Python version.
     keys.sort(key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())

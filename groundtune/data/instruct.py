@@ -126,7 +126,7 @@ def instruction_samples(records: str | Path | Sequence[Any], template: str | Pat
         records = load_instructions(records)
     template = get_template(template)
     if template == CHAT and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
-        raise ValueError("template='chat' needs a tokenizer that has a chat template (an instruct model's)")
+        raise DataError("template='chat' needs a tokenizer that has a chat template (an instruct model's)")
     name = template if template == CHAT else template.name
     prefix = Path(source).stem if source else "record"
     report = DropReport(source)

@@ -25,7 +25,7 @@ import json
 import os
 from pathlib import Path
 
-from groundtune.errors import GroundtuneError
+from groundtune.errors import DataError, GroundtuneError
 
 PROMPT_FORMAT_NAME = "groundtune_prompt.json"
 KINDS = ("grounded", "instruct", "chat")
@@ -104,22 +104,22 @@ def _documents_system(documents: list[tuple[str, str]]) -> str:
 def check(fmt: dict, where: str = "prompt format") -> dict:
     """`fmt` with defaults filled in; ValueError naming the key when it cannot be used."""
     if not isinstance(fmt, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(fmt).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {type(fmt).__name__}")
     kind = fmt.get("kind", "grounded")
     if kind not in KINDS:
-        raise ValueError(f"{where}: kind is {kind!r}; use one of {', '.join(KINDS)}")
+        raise DataError(f"{where}: kind is {kind!r}; use one of {', '.join(KINDS)}")
     out = {**DEFAULT, **fmt} if kind == "grounded" else {"max_prompt_tokens": DEFAULT["max_prompt_tokens"], **fmt}
     if kind == "chat":
         out = {"k": DEFAULT["k"], **out}
     for key in ("history_turns", "k", "max_prompt_tokens"):
         if key in out and (isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 0):
-            raise ValueError(f"{where}: {key} is {out[key]!r}; it must be a whole number >= 0")
+            raise DataError(f"{where}: {key} is {out[key]!r}; it must be a whole number >= 0")
     if kind == "instruct":
         template = out.get("template")
         if template != "chat" and not (isinstance(template, dict)
                                        and all(isinstance(template.get(k), str) for k in
                                                ("prompt_input", "prompt_no_input", "response_split"))):
-            raise ValueError(f"{where}: an instruct format needs template 'chat' or an object with prompt_input, "
+            raise DataError(f"{where}: an instruct format needs template 'chat' or an object with prompt_input, "
                              "prompt_no_input and response_split")
     return out
 
@@ -138,4 +138,4 @@ def read(folder: str | os.PathLike) -> dict:
     try:
         return check(json.loads(path.read_text(encoding="utf-8")), str(path))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it to use the default grounded format") from None
+        raise DataError(f"{path} is not valid JSON ({err}); delete it to use the default grounded format") from None

@@ -37,6 +37,7 @@ from groundtune.merge.checkpoint import Checkpoint, MergeError, TensorEntry
 from groundtune.merge.files import adopt_chat_format, copy_model_files, eos_ids
 from groundtune.merge.stream import CHUNK_ELEMENTS, Stream, TensorJob, prepare_output, write_checkpoint
 from groundtune.merge.writer import TensorSpec
+from groundtune.errors import GroundtuneError
 
 VOCAB_PATTERNS = ("*embed_tokens.*", "*embed_in.*", "*embed_out.*", "*wte.*", "*word_embeddings.*", "*lm_head.*")
 VECTOR_PREFIX = "vector"  # a saved vector's shards are vector*.safetensors, so nothing loads it as a model
@@ -152,7 +153,7 @@ class _Term:
         try:
             meta = json.loads((folder / VECTOR_META).read_text())
             if not isinstance(meta, dict):
-                raise ValueError("not a JSON object")
+                raise GroundtuneError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as err:
             raise MergeError(f"{folder / VECTOR_META} is corrupt ({err}); extract the vector again with "
                              "`groundtune merge extract`") from None

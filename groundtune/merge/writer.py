@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from groundtune.merge.checkpoint import DTYPE_CODES, DTYPES, MergeError
+from groundtune.errors import GroundtuneError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
@@ -104,7 +105,7 @@ class ShardWriter:
         self._skip_empty()
         spec = self.specs[self._index]
         if self._written + len(data) > spec.nbytes:
-            raise ValueError(f"{spec.name}: more data than its shape {spec.shape} holds")
+            raise GroundtuneError(f"{spec.name}: more data than its shape {spec.shape} holds")
         self._file.write(data)
         self._written += len(data)
         if self._written == spec.nbytes:

@@ -43,6 +43,7 @@ from importlib import import_module
 from typing import Any, Callable
 
 import torch
+from groundtune.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def register(method: Method) -> Method:
     """Make a method known by its config's ``method`` name (called at the end of the method's own file)."""
     known = _REGISTRY.get(method.name)
     if known is not None and known.config is not method.config:
-        raise ValueError(f"two methods are called {method.name!r}: {known.config} and {method.config}")
+        raise ConfigError(f"two methods are called {method.name!r}: {known.config} and {method.config}")
     _REGISTRY[method.name] = method
     return method
 
@@ -104,7 +105,7 @@ def names() -> list[str]:
 def get(name: str) -> Method:
     methods = registry()
     if name not in methods:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(methods)}")
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(methods)}")
     return methods[name]
 
 
@@ -117,12 +118,12 @@ def config_from_dict(d: dict[str, Any]):
     d = dict(d)
     name = d.pop("method", None)
     if name is None:
-        raise ValueError(f"method config {d} has no 'method' key; add one of {', '.join(names())}")
+        raise ConfigError(f"method config {d} has no 'method' key; add one of {', '.join(names())}")
     cls = config_class(name)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"{name}: unknown option(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
 
 
@@ -148,7 +149,7 @@ def clear_attached(model) -> None:
 def attach(model, config):
     """Freeze `model` and attach the method described by `config`. Returns the model to train."""
     if attached_config(model) is not None:
-        raise ValueError(
+        raise ConfigError(
             f"a {attached_config(model).method} adapter is already attached; call groundtune.detach(model) first"
         )
     method = get(config.method)
@@ -199,7 +200,7 @@ def check_counts(config_class: type, settings: dict[str, Any]) -> None:
         value, default = settings.get(f.name, f.default), f.default
         counted = isinstance(default, int) and not isinstance(default, bool)
         if counted and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"{config_class.method}: {f.name} is {value!r}; it must be a whole number >= 0")
+            raise ConfigError(f"{config_class.method}: {f.name} is {value!r}; it must be a whole number >= 0")
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:

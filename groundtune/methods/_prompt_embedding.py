@@ -41,6 +41,7 @@ from torch import nn
 from groundtune.kvcache import cache_from, past_length
 from groundtune.methods import Method
 from groundtune.methods._in_place import head_parameters, restore_in_place, task_head, train_in_place
+from groundtune.errors import ConfigError
 
 MODULE = "groundtune_prompt"  # the transform's attribute on the model: parameter names start with it
 _HOOKS = "_groundtune_prompt_hooks"
@@ -50,11 +51,11 @@ INITS = ("text", "vocab", "random")
 def check_prompt(config) -> None:
     name = type(config).__name__
     if config.length < 1:
-        raise ValueError(f"{name}: length must be >= 1, got {config.length}")
+        raise ConfigError(f"{name}: length must be >= 1, got {config.length}")
     if config.init not in INITS:
-        raise ValueError(f"{name}: init must be one of {', '.join(INITS)}, not {config.init!r}")
+        raise ConfigError(f"{name}: init must be one of {', '.join(INITS)}, not {config.init!r}")
     if config.init == "text" and not config.init_text:
-        raise ValueError(f"{name}: init='text' needs init_text (e.g. 'Classify if the sentences are paraphrases:')")
+        raise ConfigError(f"{name}: init='text' needs init_text (e.g. 'Classify if the sentences are paraphrases:')")
 
 
 
@@ -94,7 +95,7 @@ class CodebookTable(nn.Module):
     def __init__(self, n: int, subspaces: int, codewords: int, hidden: int, zero_codebook: bool = False):
         super().__init__()
         if hidden % subspaces:
-            raise ValueError(f"ACCEPT: {subspaces} subspaces do not divide the hidden size {hidden}; pick a divisor")
+            raise ConfigError(f"ACCEPT: {subspaces} subspaces do not divide the hidden size {hidden}; pick a divisor")
         self.weights = nn.Parameter(torch.empty(n, subspaces, codewords))
         self.codebook = nn.Parameter(torch.empty(subspaces, codewords, hidden // subspaces))
         nn.init.kaiming_uniform_(self.weights, a=math.sqrt(5))
@@ -156,20 +157,20 @@ def _text_ids(model, config) -> list[int]:
 
     source = config.tokenizer or getattr(model.config, "name_or_path", None)
     if not source:
-        raise ValueError(
+        raise ConfigError(
             f"{type(config).__name__}(init='text') needs a tokenizer: set tokenizer= to the model's folder or hub id "
             "(this model does not say where it was loaded from), or use init='vocab'"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"{type(config).__name__}(init='text'): could not load a tokenizer from {source!r} ({type(err).__name__}); "
             "set tokenizer= to a local tokenizer folder, or use init='vocab'"
         ) from None
     ids = tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise ValueError(f"init_text {config.init_text!r} gives no tokens")
+        raise ConfigError(f"init_text {config.init_text!r} gives no tokens")
     return ids
 
 # ---- the hook ----
@@ -221,9 +222,9 @@ def _decoder_inputs(model, transform, kwargs, embeds):
     text_past = past - m if not prefill else 0  # the cache holds the prompt too
     mask = kwargs.get("attention_mask")
     if mask is not None and mask.dim() != 2:
-        raise ValueError(f"prompt methods need a 2-D attention mask [batch, tokens], got {mask.dim()}-D")
+        raise ConfigError(f"prompt methods need a 2-D attention mask [batch, tokens], got {mask.dim()}-D")
     if mask is not None and mask.shape[1] != text_past + T:
-        raise ValueError(
+        raise ConfigError(
             f"attention_mask has {mask.shape[1]} columns, expected {text_past + T} (the text so far): give masks "
             "for the text only; the prompt's positions are added by the prompt method"
         )
@@ -265,7 +266,7 @@ def _encoder_inputs(model, transform, kwargs, embeds):
     m = 0 if prompt is None else prompt.shape[0]
     mask = kwargs.get("attention_mask")
     if mask is not None and m and not bool(mask[:, 0].all()):
-        raise ValueError("encoder inputs must be right-padded: the prompt goes after the first ([CLS]) token")
+        raise ConfigError("encoder inputs must be right-padded: the prompt goes after the first ([CLS]) token")
     positions = kwargs.get("position_ids")
     text_positions = positions.expand(B, -1) if positions is not None else torch.arange(T, device=embeds.device).expand(B, -1)
     added = transform.added(text_positions)
@@ -277,7 +278,7 @@ def _encoder_inputs(model, transform, kwargs, embeds):
         return embeds, 0
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and T + m > limit:
-        raise ValueError(f"{T} tokens + a prompt of {m} exceed the model's {limit} positions: truncate inputs to "
+        raise ConfigError(f"{T} tokens + a prompt of {m} exceed the model's {limit} positions: truncate inputs to "
                          f"{limit - m} tokens")
 
     def insert(x, filler):  # after the first token
@@ -305,7 +306,7 @@ def _pre_hook(model, args, kwargs):
     embeds = kwargs.get("inputs_embeds")
     if embeds is None:
         if kwargs.get("input_ids") is None:
-            raise ValueError("a prompt method needs input_ids or inputs_embeds")
+            raise ConfigError("a prompt method needs input_ids or inputs_embeds")
         embeds = model.get_input_embeddings()(kwargs["input_ids"])
     if model._groundtune_bidirectional:
         embeds, added = _encoder_inputs(model, transform, kwargs, embeds)

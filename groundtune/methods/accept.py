@@ -9,6 +9,7 @@ from groundtune.methods import register
 from groundtune.ranges import COUNT, NONNEG, POSITIVE, ranged
 from groundtune.methods._prompt_embedding import (
     CodebookTable, LowRankTable, PromptTransform, hidden_size, prompt_method)
+from groundtune.errors import ConfigError
 
 
 @dataclass
@@ -33,11 +34,11 @@ class AcceptConfig:
 
     def __post_init__(self):
         if self.length < 1 or self.codewords < 1 or self.max_length < 1:
-            raise ValueError(f"AcceptConfig: length, codewords and max_length must be >= 1 ({self})")
+            raise ConfigError(f"AcceptConfig: length, codewords and max_length must be >= 1 ({self})")
         if self.scap and self.scap_codewords < 1:
-            raise ValueError(f"AcceptConfig: scap_codewords must be >= 1, got {self.scap_codewords}")
+            raise ConfigError(f"AcceptConfig: scap_codewords must be >= 1, got {self.scap_codewords}")
         if self.rank < 0:
-            raise ValueError(f"AcceptConfig: rank must be >= 0, got {self.rank}")
+            raise ConfigError(f"AcceptConfig: rank must be >= 0, got {self.rank}")
 
 
 def default_subspaces(hidden: int, sub_dim: int) -> int:
@@ -65,7 +66,7 @@ def parameter_count(config: AcceptConfig, hidden: int) -> int:
     def codebook(n: int, subspaces: int | None, codewords: int, sub_dim: int) -> int:
         k = subspaces or default_subspaces(hidden, sub_dim)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"AcceptConfig: subspace counts must be whole numbers >= 1, got {k!r}")
+            raise ConfigError(f"AcceptConfig: subspace counts must be whole numbers >= 1, got {k!r}")
         return n * k * codewords + k * codewords * (hidden // k)
 
     prompt = codebook(config.length, config.subspaces, config.codewords, 32)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from groundtune.methods import Method, register
 from groundtune.methods._in_place import head_parameters, is_head, restore_in_place, task_head, train_in_place
+from groundtune.errors import ConfigError
 
 
 @dataclass
@@ -26,7 +27,7 @@ def attach(model, config: BitFitConfig):
     head = set(task_head(model))
     biases = [name for name, _ in model.named_parameters() if name.endswith("bias") and name not in head]
     if not biases:
-        raise ValueError(
+        raise ConfigError(
             f"{type(model).__name__} ({model.config.model_type}) has no bias terms, so BitFit has nothing to train "
             "(Llama, Mistral and Gemma models have none). Use lora, llama_adapter or a prompt method instead."
         )

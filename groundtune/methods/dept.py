@@ -9,6 +9,7 @@ from groundtune.methods import register
 from groundtune.ranges import COUNT, NONNEG, POSITIVE, ranged
 from groundtune.methods._prompt_embedding import (
     DenseTable, LowRankTable, PromptTransform, check_prompt, hidden_size, initial_prompt, prompt_method)
+from groundtune.errors import ConfigError
 
 
 @dataclass
@@ -28,7 +29,7 @@ class DeptConfig:
     def __post_init__(self):
         check_prompt(self)
         if self.rank < 1 or self.max_length < 1:
-            raise ValueError(f"DeptConfig: rank and max_length must be >= 1 (got {self.rank}, {self.max_length})")
+            raise ConfigError(f"DeptConfig: rank and max_length must be >= 1 (got {self.rank}, {self.max_length})")
 
 
 def build(model, config: DeptConfig) -> PromptTransform:

@@ -20,6 +20,7 @@ from groundtune.arch import model_shape
 from groundtune.fileio import atomic_folder
 from groundtune.methods import (attach, attached_config, check_counts, config_from_dict, config_to_dict, detach, get,
                                 parameter_count, registry, trainable_state_dict)
+from groundtune.errors import ConfigError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -32,7 +33,7 @@ def save_adapter(model, folder: str | os.PathLike, prompt_format: dict | None = 
     so that `groundtune serve` builds its prompts the same way."""
     config = attached_config(model)
     if config is None:
-        raise ValueError("no adapter is attached to this model: call groundtune.attach(model, config) first")
+        raise ConfigError("no adapter is attached to this model: call groundtune.attach(model, config) first")
     with atomic_folder(folder) as tmp:
         if prompt_format is not None:
             from groundtune.data.prompt_format import write as write_prompt_format
@@ -63,7 +64,7 @@ def read_adapter_config(folder: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-save the adapter") from None
+        raise ConfigError(f"{path} is not valid JSON ({err}); re-save the adapter") from None
 
 
 def adapter_method(folder: str | os.PathLike) -> str:
@@ -71,18 +72,18 @@ def adapter_method(folder: str | os.PathLike) -> str:
     groundtune's own layout names it, a peft folder's peft_type is read by the method that lists that type."""
     meta = read_adapter_config(folder)
     if not isinstance(meta, dict):
-        raise ValueError(f"{Path(folder) / CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; "
+        raise ConfigError(f"{Path(folder) / CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; "
                          "re-save the adapter")
     if "groundtune_method" in meta:
         name = meta["groundtune_method"]
         if name not in registry():
-            raise ValueError(f"{Path(folder) / CONFIG_NAME}: method {name!r} is not one groundtune knows "
+            raise ConfigError(f"{Path(folder) / CONFIG_NAME}: method {name!r} is not one groundtune knows "
                              f"({', '.join(registry())})")
         return name
     readers = [m for m in registry().values() if meta.get("peft_type") in m.peft_types]
     if not readers:
         known = sorted(t for m in registry().values() for t in m.peft_types)
-        raise ValueError(f"{Path(folder) / CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune "
+        raise ConfigError(f"{Path(folder) / CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune "
                          f"loads; it loads {known}")
     return readers[0].name
 
@@ -100,7 +101,7 @@ def check_weights(folder: str | os.PathLike) -> None:
             for key in f.keys():
                 f.get_slice(key).get_shape()
     except SafetensorError as err:
-        raise ValueError(f"{path} is not a valid safetensors file ({err}); save the adapter again") from None
+        raise ConfigError(f"{path} is not a valid safetensors file ({err}); save the adapter again") from None
 
 
 def planned_parameters(model, folder: str | os.PathLike) -> int | None:
@@ -109,11 +110,11 @@ def planned_parameters(model, folder: str | os.PathLike) -> int | None:
     it. None when the method cannot tell; ValueError when the config is not one this model can load."""
     meta = read_adapter_config(folder)
     if not isinstance(meta, dict):
-        raise ValueError(f"{CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; re-save the adapter")
+        raise ConfigError(f"{CONFIG_NAME} holds a JSON {type(meta).__name__}, not an object; re-save the adapter")
     try:
         if "groundtune_method" in meta:
             if not isinstance(meta.get("config"), dict):
-                raise ValueError(f"{CONFIG_NAME} has no 'config' object (the method's settings); re-save the adapter")
+                raise ConfigError(f"{CONFIG_NAME} has no 'config' object (the method's settings); re-save the adapter")
             name = meta["config"].get("method")
             if isinstance(name, str) and name in registry():
                 check_counts(get(name).config, meta["config"])
@@ -122,12 +123,12 @@ def planned_parameters(model, folder: str | os.PathLike) -> int | None:
             readers = [m for m in registry().values() if meta.get("peft_type") in m.peft_types]
             if not readers or readers[0].read_peft_config is None:
                 known = sorted(t for m in registry().values() for t in m.peft_types)
-                raise ValueError(f"{CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune loads; "
+                raise ConfigError(f"{CONFIG_NAME}: peft type {meta.get('peft_type')!r} is not one groundtune loads; "
                                  f"it loads {known}")
             config = readers[0].read_peft_config(meta)
         return parameter_count(model, config)
     except TypeError as err:  # a setting of the wrong JSON type met the config's own checks
-        raise ValueError(f"{CONFIG_NAME}: a setting has the wrong type ({err}); re-save the adapter") from None
+        raise ConfigError(f"{CONFIG_NAME}: a setting has the wrong type ({err}); re-save the adapter") from None
 
 
 def load_adapter(model, folder: str | os.PathLike):
@@ -144,13 +145,13 @@ def load_adapter(model, folder: str | os.PathLike):
         readers = [m for m in registry().values() if peft_type in m.peft_types]
         if not readers:
             known = sorted(t for m in registry().values() for t in m.peft_types)
-            raise ValueError(f"{folder}: peft type {peft_type!r} is not one groundtune loads; it loads {known}")
+            raise ConfigError(f"{folder}: peft type {peft_type!r} is not one groundtune loads; it loads {known}")
         return readers[0].load(model, folder, meta)
     expected, actual = meta.get("base_model_shape", {}), model_shape(model)
     diff = {k: (v, actual.get(k)) for k, v in expected.items() if actual.get(k) != v}
     if diff:
         details = ", ".join(f"{k}: adapter {a}, model {b}" for k, (a, b) in diff.items())
-        raise ValueError(
+        raise ConfigError(
             f"adapter {folder} was trained on a model of another shape ({details}); load it onto "
             f"{meta.get('base_model_name_or_path') or 'the model it was trained on'}"
         )
@@ -168,11 +169,11 @@ def load_adapter(model, folder: str | os.PathLike):
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:
         detach(model)
-        raise ValueError(f"adapter {folder} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ConfigError(f"adapter {folder} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
         for name, p in params.items():
             if p.shape != saved[name].shape:
                 detach(model)
-                raise ValueError(f"adapter {folder}: {name} has shape {tuple(saved[name].shape)}, model expects {tuple(p.shape)}")
+                raise ConfigError(f"adapter {folder}: {name} has shape {tuple(saved[name].shape)}, model expects {tuple(p.shape)}")
             p.copy_(saved[name])
     return model

@@ -30,6 +30,7 @@ from groundtune.arch import AttentionSpec, attention_layers, family, project_kv
 from groundtune.kvcache import cache_from
 from groundtune.methods import Method, register
 from groundtune.ranges import COUNT, ranged
+from groundtune.errors import ConfigError
 
 PREFIX = "groundtune_adapter_"  # attention implementation names: groundtune_adapter_sdpa, ..._eager
 
@@ -47,9 +48,9 @@ class LlamaAdapterConfig:
 
     def __post_init__(self):
         if self.gate not in ("per_head", "scalar"):
-            raise ValueError(f"gate must be 'per_head' or 'scalar', not {self.gate!r}")
+            raise ConfigError(f"gate must be 'per_head' or 'scalar', not {self.gate!r}")
         if self.layers < 1 or self.length < 1:
-            raise ValueError(f"layers and length must be >= 1 (got layers={self.layers}, length={self.length})")
+            raise ConfigError(f"layers and length must be >= 1 (got layers={self.layers}, length={self.length})")
 
 
 class _DecodeScope:
@@ -134,7 +135,7 @@ def _eager_kernel(attention_class: type):
     # as the module-level `eager_attention_forward` its attention modules fall back to.
     kernel = getattr(inspect.getmodule(attention_class), "eager_attention_forward", None)
     if kernel is None:
-        raise ValueError(f"{attention_class.__name__}'s modeling file has no eager_attention_forward; "
+        raise ConfigError(f"{attention_class.__name__}'s modeling file has no eager_attention_forward; "
                          "load the model with attn_implementation='sdpa' for LLaMA-Adapter")
     return kernel
 
@@ -175,7 +176,7 @@ def attach(model, config: LlamaAdapterConfig):
     current = model.config._attn_implementation or "eager"
     base = current.removeprefix(PREFIX)
     if base not in ("sdpa", "eager"):
-        raise ValueError(f"LLaMA-Adapter runs on the sdpa or eager attention kernels, not {current!r}")
+        raise ConfigError(f"LLaMA-Adapter runs on the sdpa or eager attention kernels, not {current!r}")
     if base == "eager":
         for spec in specs:
             _eager_kernel(type(spec.module))  # refuse now rather than at the first forward

@@ -16,6 +16,7 @@ from groundtune import arch
 from groundtune.methods import Method, clear_attached, mark_attached, register
 from groundtune.methods._in_place import head_parameters
 from groundtune.ranges import COUNT, POSITIVE, SHARE, ranged
+from groundtune.errors import ConfigError
 
 
 @dataclass
@@ -38,7 +39,7 @@ def attention_targets(model) -> str:
     try:
         spec = arch.attention_layers(model, "LoRA's default target_modules")[0]
     except ValueError as err:
-        raise ValueError(f"{err}. Name the modules to adapt: LoraConfig(target_modules=[...])") from None
+        raise ConfigError(f"{err}. Name the modules to adapt: LoraConfig(target_modules=[...])") from None
     name = next(n for n, m in model.named_modules() if m is spec.module).rsplit(".", 1)[-1]
     return rf".*\.{re.escape(name)}\.({'|'.join(spec.family.projections)})"
 
@@ -117,7 +118,7 @@ def load(model, folder: Path, meta: dict):
 
     problems = _lora_shape_problems(model, folder / WEIGHTS_NAME)
     if problems:  # checked before peft injects anything, so a refused adapter leaves the base untouched
-        raise ValueError(
+        raise ConfigError(
             f"adapter {folder} does not fit this model (trained on {meta.get('base_model_name_or_path')}): "
             + "; ".join(problems[:5])
         )
@@ -132,7 +133,7 @@ def read_peft_config(meta: dict) -> LoraConfig:
         return LoraConfig(r=meta["r"], alpha=meta["lora_alpha"], dropout=meta.get("lora_dropout", 0.0),
                           target_modules=meta.get("target_modules"))
     except KeyError as err:
-        raise ValueError(f"a peft LoRA adapter_config.json needs {err.args[0]!r}") from None
+        raise ConfigError(f"a peft LoRA adapter_config.json needs {err.args[0]!r}") from None
 
 
 def parameter_count(model, config: LoraConfig) -> int:
@@ -145,12 +146,12 @@ def parameter_count(model, config: LoraConfig) -> int:
         try:
             pattern = re.compile(targets)
         except re.error as err:
-            raise ValueError(f"LoRA target_modules {targets!r} is not a valid regular expression ({err})") from None
+            raise ConfigError(f"LoRA target_modules {targets!r} is not a valid regular expression ({err})") from None
         matches = lambda name: pattern.fullmatch(name) is not None  # noqa: E731
     elif isinstance(targets, list) and all(isinstance(t, str) for t in targets):
         matches = lambda name: any(name == t or name.endswith("." + t) for t in targets)  # noqa: E731
     else:
-        raise ValueError(f"LoRA target_modules must be a string or a list of strings, not {targets!r}")
+        raise ConfigError(f"LoRA target_modules must be a string or a list of strings, not {targets!r}")
     total = 0
     for name, module in model.named_modules():
         if not name or not matches(name):
@@ -158,7 +159,7 @@ def parameter_count(model, config: LoraConfig) -> int:
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             # refused here: peft would fail on it halfway through, with the modules before it already wrapped
-            raise ValueError(f"LoRA target_modules matches {name} ({type(module).__name__}), which has no 2-D weight "
+            raise ConfigError(f"LoRA target_modules matches {name} ({type(module).__name__}), which has no 2-D weight "
                              "for LoRA to adapt; name linear layers")
         total += config.r * (weight.shape[0] + weight.shape[1])
     head = head_parameters(model) if _task_type(model) == "SEQ_CLS" else 0

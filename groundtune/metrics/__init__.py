@@ -16,6 +16,7 @@ from groundtune.metrics.base import Metric, MetricScore
 from groundtune.metrics.predictions import Predictions, read_predictions, write_predictions
 from groundtune.metrics.registry import METRICS
 from groundtune.metrics.report import Report
+from groundtune.errors import GroundtuneError
 LANGS = ("en", "ko", "auto")
 
 __all__ = ["METRICS", "Metric", "MetricScore", "Predictions", "Report", "read_predictions", "resolve_lang",
@@ -25,7 +26,7 @@ __all__ = ["METRICS", "Metric", "MetricScore", "Predictions", "Report", "read_pr
 def resolve_lang(lang: str, references: Sequence[Sequence[str]]) -> str:
     """"auto" becomes "ko" when the references are mostly Hangul (groundtune.korean.is_korean), else "en"."""
     if lang not in LANGS:
-        raise ValueError(f"lang must be one of {LANGS}, not {lang!r}")
+        raise GroundtuneError(f"lang must be one of {LANGS}, not {lang!r}")
     if lang != "auto":
         return lang
     from groundtune.korean import is_korean
@@ -36,17 +37,17 @@ def resolve_lang(lang: str, references: Sequence[Sequence[str]]) -> str:
 def _check(predictions, references) -> tuple[list[str], list[list[str]]]:
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references: pass one reference "
+        raise GroundtuneError(f"{len(predictions)} predictions but {len(references)} references: pass one reference "
                          "(or a list of references) per prediction")
     if not predictions:
-        raise ValueError("nothing to score: no predictions")
+        raise GroundtuneError("nothing to score: no predictions")
     refs_out = []
     for i, (pred, refs) in enumerate(zip(predictions, references)):
         if not isinstance(pred, str):
-            raise ValueError(f"predictions[{i}] is {type(pred).__name__}, not a string")
+            raise GroundtuneError(f"predictions[{i}] is {type(pred).__name__}, not a string")
         refs = [refs] if isinstance(refs, str) else list(refs)
         if not refs or not all(isinstance(r, str) for r in refs):
-            raise ValueError(f"references[{i}] must be a string or a non-empty list of strings, not {refs!r}")
+            raise GroundtuneError(f"references[{i}] must be a string or a non-empty list of strings, not {refs!r}")
         refs_out.append(refs)
     return predictions, refs_out
 
@@ -67,7 +68,7 @@ def score(predictions: Iterable[str], references: Iterable[str | Sequence[str]],
     wanted = list(METRICS if metrics is None else metrics)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+        raise GroundtuneError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     lang = resolve_lang(lang, references)
     # Korean: one Kiwi analysis per distinct text, shared by every metric.
     analysis = korean_analysis([*predictions, *(r for refs in references for r in refs)]) if lang == "ko" else None

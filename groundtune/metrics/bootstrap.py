@@ -16,6 +16,7 @@ paired bootstrap draws them, so two runs over the same number of examples use th
 from __future__ import annotations
 
 import numpy as np
+from groundtune.errors import GroundtuneError
 
 RESAMPLES = 1000
 LEVEL = 95  # percent
@@ -26,7 +27,7 @@ SIGNATURE = f"ci:bootstrap-{RESAMPLES}-{LEVEL}"
 def resample_weights(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     """(resamples, n) counts: how often each example is drawn in each resample (rows sum to n)."""
     if n < 1:
-        raise ValueError("bootstrap needs at least one example")
+        raise GroundtuneError("bootstrap needs at least one example")
     rng = np.random.default_rng(seed)
     drawn = rng.choice(n, size=(resamples, n), replace=True)
     weights = np.zeros((resamples, n), dtype=np.float64)
@@ -81,9 +82,9 @@ def paired_bootstrap(report_a, report_b, resamples: int = RESAMPLES, seed: int =
     from groundtune.metrics.registry import METRICS
 
     if report_a.n != report_b.n:
-        raise ValueError(f"a paired test needs the same examples: {report_a.n} vs {report_b.n} examples")
+        raise GroundtuneError(f"a paired test needs the same examples: {report_a.n} vs {report_b.n} examples")
     if report_a.ids is not None and report_b.ids is not None and list(report_a.ids) != list(report_b.ids):
-        raise ValueError("a paired test needs the same examples in the same order: the two reports' ids differ")
+        raise GroundtuneError("a paired test needs the same examples in the same order: the two reports' ids differ")
     weights = resample_weights(report_a.n, resamples, seed)
     out = {}
     for name in report_a.metrics:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from groundtune.fileio import jsonl_lines, text_lines
+from groundtune.errors import DataError
 
 
 @dataclass
@@ -33,23 +34,23 @@ def read_predictions(path: str | Path) -> Predictions:
         for number, record in jsonl_lines(f, path, '{"prediction": …, "reference": …}'):
             where = f"{path}, line {number}"
             if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object with 'prediction' and 'reference'")
+                raise DataError(f"{where}: expected a JSON object with 'prediction' and 'reference'")
             prediction, reference = record.get("prediction"), record.get("reference", record.get("references"))
             if not isinstance(prediction, str):
-                raise ValueError(f"{where}: 'prediction' must be a string (use \"\" for an empty output), "
+                raise DataError(f"{where}: 'prediction' must be a string (use \"\" for an empty output), "
                                  f"got {type(prediction).__name__}")
             refs = [reference] if isinstance(reference, str) else reference
             if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                raise ValueError(f"{where}: 'reference' must be a string or a non-empty list of strings")
+                raise DataError(f"{where}: 'reference' must be a string or a non-empty list of strings")
             record_id = str(record.get("id", len(predictions)))
             if record_id in seen:
-                raise ValueError(f"{where}: id {record_id!r} repeats line {seen[record_id]}; ids must be unique")
+                raise DataError(f"{where}: id {record_id!r} repeats line {seen[record_id]}; ids must be unique")
             seen[record_id] = number
             predictions.append(prediction)
             references.append(refs)
             ids.append(record_id)
     if not predictions:
-        raise ValueError(f"{path}: no records; expected JSONL lines with 'prediction' and 'reference'")
+        raise DataError(f"{path}: no records; expected JSONL lines with 'prediction' and 'reference'")
     return Predictions(predictions, references, ids)
 
 
@@ -59,7 +60,7 @@ def write_predictions(path: str | Path, predictions: Sequence[str], references: 
     from groundtune.fileio import atomic_write
 
     if len(predictions) != len(references) or (ids is not None and len(ids) != len(predictions)):
-        raise ValueError("predictions, references and ids must have the same length")
+        raise DataError("predictions, references and ids must have the same length")
     lines = []
     for i, (pred, ref) in enumerate(zip(predictions, references)):
         ref = ref if isinstance(ref, str) else (ref[0] if len(ref) == 1 else list(ref))

@@ -10,6 +10,7 @@ from pathlib import Path
 from groundtune.retrieval.pipelines import FirstStage, register_first_stage
 from groundtune.retrieval.queries import plain_query
 from groundtune.retrieval.tokenizer import Tokenizer
+from groundtune.errors import GroundtuneError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -35,7 +36,7 @@ class BM25Index:
         show_progress: bool = True,
     ) -> "BM25Index":
         if not texts:
-            raise ValueError("BM25Index.build: no passages to index")
+            raise GroundtuneError("BM25Index.build: no passages to index")
         tokenizer = tokenizer or Tokenizer()
         return cls.from_tokens(tokenizer(texts), tokenizer, k1=k1, b=b, show_progress=show_progress)
 

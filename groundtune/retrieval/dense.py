@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 
-from groundtune.errors import DataError
+from groundtune.errors import DataError, GroundtuneError
 from groundtune.retrieval.pipelines import FirstStage, register_first_stage
 
 INDEX_FILE = "passages.faiss"
@@ -88,7 +88,7 @@ class DenseIndex:
         import faiss
 
         if not texts:
-            raise ValueError("DenseIndex.build: no passages to embed")
+            raise GroundtuneError("DenseIndex.build: no passages to embed")
         embeddings = _encode(load_encoder(encoder_path), texts, batch_size, show_progress)
         index = faiss.IndexFlatIP(embeddings.shape[1])
         index.add(embeddings)

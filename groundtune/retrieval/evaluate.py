@@ -12,6 +12,7 @@ from typing import Sequence
 
 from groundtune.retrieval.passages import Passage
 from groundtune.retrieval.queries import RetrievalQuery
+from groundtune.errors import GroundtuneError
 
 KS = (1, 5, 10)
 
@@ -53,7 +54,7 @@ def evaluate_rankings(
 ) -> dict[str, dict[str, float]]:
     """{"passage": metrics, "document": metrics} for `rankings` (passage indices, best first, one per query)."""
     if len(rankings) != len(queries):
-        raise ValueError(f"{len(rankings)} rankings for {len(queries)} queries")
+        raise GroundtuneError(f"{len(rankings)} rankings for {len(queries)} queries")
     by_doc = passages_by_doc(passages)
     passage_ranks, document_ranks, no_gold_span = [], [], 0
     for ranking, query in zip(rankings, queries):

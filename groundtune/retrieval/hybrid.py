@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from groundtune.retrieval.pipelines import FUSION_DEPTH, FirstStage, first_stages, register_first_stage
+from groundtune.errors import GroundtuneError
 
 RRF_K = 60
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))  # 0.0, 0.1, ..., 1.0
@@ -24,7 +25,7 @@ def reciprocal_rank_fusion(
     """Fuse rankings of (passage index, score), each best first, into one ranking of (index, RRF score)."""
     weights = [1.0] * len(rankings) if weights is None else list(weights)
     if len(weights) != len(rankings):
-        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+        raise GroundtuneError(f"{len(weights)} weights for {len(rankings)} rankings")
     fused: dict[int, float] = {}
     for ranking, weight in zip(rankings, weights):
         if weight <= 0:
@@ -43,7 +44,7 @@ def weighted_fusion(
 
     At the ends the other ranking is not consulted at all: 0 is BM25's ranking, 1 the dense one."""
     if not 0.0 <= dense_weight <= 1.0:
-        raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
+        raise GroundtuneError(f"dense_weight must be in [0, 1], got {dense_weight}")
     if dense_weight == 0.0:
         return list(bm25)
     if dense_weight == 1.0:
@@ -61,7 +62,7 @@ def tune_dense_weight(
     to the smaller one. Returns (weight, {weight: objective})."""
     todo = [i for i, rel in enumerate(relevant) if rel]
     if not todo:
-        raise ValueError("tune_dense_weight: no query has a relevant passage")
+        raise GroundtuneError("tune_dense_weight: no query has a relevant passage")
     scores = {}
     for w in grid:
         total = 0.0

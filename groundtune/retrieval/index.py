@@ -26,6 +26,7 @@ from groundtune.retrieval.pipelines import (DEFAULT_DENSE_WEIGHT, FUSION_DEPTH, 
                                             parse_pipeline, reranker as reranker_stage)
 from groundtune.retrieval.queries import plain_query
 from groundtune.retrieval.tokenizer import Tokenizer
+from groundtune.errors import GroundtuneError
 
 META_FILE = "index.json"
 PASSAGES_FILE = "passages.jsonl"
@@ -79,7 +80,7 @@ def build_index(
 
     passages = list(passages)
     if not passages:
-        raise ValueError("build_index: no passages")
+        raise GroundtuneError("build_index: no passages")
     texts = [p.text for p in passages]
     languages = corpus_languages(texts)
     language_main = main_language(languages, language)
@@ -161,7 +162,7 @@ class Retriever:
         passages = read_passages(folder / PASSAGES_FILE)
         parts = {name: stage.load(folder, meta, mmap) for name, stage in first_stages().items() if stage.load}
         if any(part is not None and len(part) != len(passages) for part in parts.values()):
-            raise ValueError(f"{folder}: passages and indexes disagree in size; rebuild the index")
+            raise GroundtuneError(f"{folder}: passages and indexes disagree in size; rebuild the index")
         if reranker is not None and not hasattr(reranker, "rerank"):
             from groundtune.retrieval.rerank import load_reranker
 
@@ -219,12 +220,12 @@ class Retriever:
     def _reranker_for(self, name: str, pipeline: str):
         if name == LOADED:
             if self.reranker is None:
-                raise ValueError(f"pipeline {pipeline!r} needs a reranker (train one with `groundtune train-reranker`)")
+                raise GroundtuneError(f"pipeline {pipeline!r} needs a reranker (train one with `groundtune train-reranker`)")
             return self.reranker
         if name not in self.rerankers:
             stage = reranker_stage(name)
             if stage.needs_folder:
-                raise ValueError(f"pipeline {pipeline!r} needs a {name} reranker folder (give it as the reranker)")
+                raise GroundtuneError(f"pipeline {pipeline!r} needs a {name} reranker folder (give it as the reranker)")
             self.rerankers[name] = stage.load(None)  # its default, e.g. UPR over the embedded SmolLM2-135M-Instruct
         return self.rerankers[name]
 
@@ -241,7 +242,7 @@ class Retriever:
             method = self.default_method if method == "default" else method
             missing = self._missing(stages[method])
             if missing:
-                raise ValueError(f"pipeline {name!r} needs {missing}")
+                raise GroundtuneError(f"pipeline {name!r} needs {missing}")
             parsed[name] = (method, rerank and self._reranker_for(rerank, name))
         queries = list(queries)
         needed, todo = [], [m for m, _ in parsed.values()]
@@ -275,12 +276,12 @@ def tune_fusion(retriever: Retriever, queries, *, show_progress: bool = False, b
     from groundtune.retrieval.evaluate import gold_passages, passages_by_doc
 
     if retriever.dense is None:
-        raise ValueError("tune_fusion: the index has no dense vectors")
+        raise GroundtuneError("tune_fusion: the index has no dense vectors")
     queries = list(queries)
     by_doc = passages_by_doc(retriever.passages)
     relevant = [set(gold_passages(q, retriever.passages, by_doc)) for q in queries]
     if not any(relevant):
-        raise ValueError("tune_fusion: none of the dev questions has a gold passage in this index "
+        raise GroundtuneError("tune_fusion: none of the dev questions has a gold passage in this index "
                          "(are they grounded in these documents?)")
     bm25, dense = [], []
     for start in range(0, len(queries), batch_size):

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from groundtune.errors import ConfigError
+from groundtune.errors import ConfigError, DataError
 from groundtune.fileio import jsonl_lines
 
 SEGMENTATIONS = ("structure", "token")
@@ -137,7 +137,7 @@ def document_passages(documents, segmentation: str = "structure", words: int = W
     if words < 1:
         raise ConfigError(f"words is {words}; it must be a whole number in [1, inf) (words per passage window)")
     if segmentation not in SEGMENTATIONS:
-        raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        raise DataError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     docs = documents.values() if isinstance(documents, dict) else documents
     out = []
     for doc in docs:
@@ -145,7 +145,7 @@ def document_passages(documents, segmentation: str = "structure", words: int = W
             out += token_passages(doc, words)
         else:
             if doc.spans and not any(s.id_sec or s.title for s in doc.spans):
-                raise ValueError(
+                raise DataError(
                     f"document {doc.doc_id!r} has no section ids or headings (the reading-comprehension release "
                     "drops them); use segmentation='token' for it"
                 )
@@ -322,7 +322,7 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
     if words < 1:
         raise ConfigError(f"words is {words}; it must be a whole number in [1, inf) (words per passage window)")
     if segmentation not in SEGMENTATIONS:
-        raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        raise DataError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     report = IngestReport() if report is None else report
@@ -338,7 +338,7 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
         elif not p.exists():
             raise FileNotFoundError(f"{p}: no such file or folder")
         else:
-            raise ValueError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), "
+            raise DataError(f"{p}: cannot index a {p.suffix or 'suffix-less'} file; give .json (doc2dial), "
                              f"{', '.join(document_suffixes())}, or a folder")
     out = document_passages(load_documents(doc_sources), segmentation, words) if doc_sources else []
     for f, rel, explicit in files:
@@ -352,7 +352,7 @@ def load_passages(paths, segmentation: str = "structure", words: int = WINDOW_WO
         report.read[f.suffix.lower()] = report.read.get(f.suffix.lower(), 0) + 1
     if not out:
         why = "; ".join(m for ms in report.skipped.values() for m in ms[:3])
-        raise ValueError(f"no passages found in {', '.join(map(str, paths))}" + (f" ({why})" if why else ""))
+        raise DataError(f"no passages found in {', '.join(map(str, paths))}" + (f" ({why})" if why else ""))
     return out
 
 
@@ -369,5 +369,5 @@ def read_passages(path: str | os.PathLike) -> list[Passage]:
             try:
                 out.append(Passage.from_dict(record))
             except (KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{path}: line {n} is not a passage record ({e}); rebuild the index") from e
+                raise DataError(f"{path}: line {n} is not a passage record ({e}); rebuild the index") from e
     return out

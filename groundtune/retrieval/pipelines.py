@@ -22,7 +22,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from groundtune.errors import ConfigError
+from groundtune.errors import ConfigError, GroundtuneError
 
 FUSION_DEPTH = 100  # candidates taken from each retriever before fusion
 RERANK_DEPTH = 20  # candidates the cross-encoder re-scores
@@ -92,9 +92,9 @@ _discovered = False
 def _register(table: dict, stage):
     known = table.get(stage.name)
     if stage.name in ("default", LOADED) or (known is not None and known != stage):
-        raise ValueError(f"a retrieval stage is already called {stage.name!r}; choose another name")
+        raise GroundtuneError(f"a retrieval stage is already called {stage.name!r}; choose another name")
     if stage.name in (_FIRST if table is _RERANKERS else _RERANKERS) or "+" in stage.name:
-        raise ValueError(f"{stage.name!r} cannot name a retrieval stage: it is taken, or holds '+'")
+        raise GroundtuneError(f"{stage.name!r} cannot name a retrieval stage: it is taken, or holds '+'")
     table[stage.name] = stage
     return stage
 
@@ -133,7 +133,7 @@ def rerankers() -> dict[str, RerankerStage]:
 def reranker(name: str) -> RerankerStage:
     known = rerankers()
     if name not in known:
-        raise ValueError(f"unknown reranker {name!r}; choose one of {', '.join(known)}")
+        raise GroundtuneError(f"unknown reranker {name!r}; choose one of {', '.join(known)}")
     return known[name]
 
 
@@ -148,7 +148,7 @@ def parse_pipeline(name: str) -> tuple[str, str | None]:
     """(first stage or "default", reranker or None) of a pipeline name; ValueError naming what there is."""
     first, plus, rest = name.partition("+")
     if (first != "default" and first not in first_stages()) or (plus and rest != LOADED and rest not in rerankers()):
-        raise ValueError(f"unknown pipeline {name!r}; use {usage()}")
+        raise GroundtuneError(f"unknown pipeline {name!r}; use {usage()}")
     return first, rest or None
 
 

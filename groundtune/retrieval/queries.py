@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
+from groundtune.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,12 @@ def load_rc_queries(path) -> list[RetrievalQuery]:
             try:
                 turns = _rc_turns(row["question"])
                 if not turns:
-                    raise ValueError("empty question")
+                    raise DataError("empty question")
                 history = [f"{role}: {utterance}" for role, utterance in turns[:-1]]
                 out.append(RetrievalQuery(str(row["id"]), build_query(turns[-1][1], history), row["doc_id"],
                                           tuple(map(str, row.get("answer_span_ids", ())))))
             except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}: line {n} is not a question row ({e}); each row needs id, doc_id, question "
+                raise DataError(f"{path}: line {n} is not a question row ({e}); each row needs id, doc_id, question "
                                  "and answer_span_ids") from e
     return out
 

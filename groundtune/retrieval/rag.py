@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from groundtune.retrieval.queries import build_query
+from groundtune.errors import GroundtuneError
 
 
 def retriever_for(block: dict):
@@ -102,9 +103,9 @@ def rag_report(samples: Sequence, predictions: Sequence[str], *, lang: str = "au
 
     samples, predictions = list(samples), list(predictions)
     if len(samples) != len(predictions):
-        raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples")
+        raise GroundtuneError(f"{len(predictions)} predictions for {len(samples)} samples")
     if not samples:
-        raise ValueError("rag_report: no samples")
+        raise GroundtuneError("rag_report: no samples")
     refs = [s.answer for s in samples]
     lang = resolve_lang(lang, [[r] for r in refs])
     answers = score(predictions, refs, lang=lang, metrics=metrics, ids=[s.id for s in samples])

@@ -35,6 +35,7 @@ from groundtune.retrieval.evaluate import gold_passages, passages_by_doc
 from groundtune.retrieval.pipelines import RerankerStage, register_reranker, reranker, rerankers
 from groundtune.retrieval.queries import RetrievalQuery
 from groundtune.retrieval.reranker import Reranker
+from groundtune.errors import GroundtuneError
 
 TRAINING_FILE = "groundtune_reranker.json"
 # A MultiDoc2Dial query (question + history, newest first) often fills the whole cross-encoder window on its
@@ -64,7 +65,7 @@ def load_reranker(folder: str | os.PathLike, *, device: str = "cpu", batch_size:
         model_type = json.loads(st_config.read_text()).get("model_type") if st_config.is_file() else None
         kinds = [name for name, stage in rerankers().items() if stage.recognizes and stage.recognizes(folder, model_type)]
         if not kinds:
-            raise ValueError(f"{folder}: no reranker reads this folder (sentence-transformers model type "
+            raise GroundtuneError(f"{folder}: no reranker reads this folder (sentence-transformers model type "
                              f"{model_type!r}); give a folder from `groundtune train-reranker`, a CrossEncoder or a "
                              "MultiVectorEncoder")
         kind = kinds[0]
@@ -205,9 +206,9 @@ def train_reranker(
     one loop (train.fit: linear warm-up and decay, clipping, accelerate).
     """
     if kind not in trainable_kinds():
-        raise ValueError(f"train_reranker: kind is {kind!r}; use one of {', '.join(trainable_kinds())}")
+        raise GroundtuneError(f"train_reranker: kind is {kind!r}; use one of {', '.join(trainable_kinds())}")
     if not examples:
-        raise ValueError("train_reranker: no training examples (no query had a gold passage)")
+        raise GroundtuneError("train_reranker: no training examples (no query had a gold passage)")
     stage = reranker(kind)
     defaults = stage.defaults or {}
     epochs = epochs or defaults["epochs"]

@@ -162,7 +162,7 @@ class EndpointTeacher:
         choice = reply["choices"][0]
         text = choice["message"]["content"] if self.chat else choice["text"]
         if not isinstance(text, str):
-            raise ValueError("the reply's text is not a string")
+            raise GroundtuneError("the reply's text is not a string")
         return text
 
     def _first_model(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from groundtune.errors import GroundtuneError
 
 LANGUAGES = ("auto", "en", "ko")
 
@@ -53,7 +54,7 @@ class Tokenizer:
 
     def __post_init__(self):
         if self.language not in LANGUAGES:
-            raise ValueError(f"language must be one of {LANGUAGES}, got {self.language!r}")
+            raise GroundtuneError(f"language must be one of {LANGUAGES}, got {self.language!r}")
         if self.stem is None:
             object.__setattr__(self, "stem", _stemmer() is not None)
         elif self.stem and _stemmer() is None:

@@ -28,6 +28,7 @@ from groundtune.serve.generation import BackendGeneration, LocalGeneration
 from groundtune.serve.schemas import DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, MAX_UPLOAD_BYTES, APIError, \
     GenerationRequest, error_response, validation_message
 from groundtune.serve.store import AdapterStore
+from groundtune.errors import GroundtuneError
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Server:
                  known: dict[str, FrontAdapter] | None = None, context_length: int | None = None,
                  max_in_flight: int = 64):
         if engine is None and (backend is None or tokenizer is None):
-            raise ValueError("a server needs an engine, or a backend and the tokenizer of the model it serves")
+            raise GroundtuneError("a server needs an engine, or a backend and the tokenizer of the model it serves")
         self.engine, self.backend = engine, backend
         self.tokenizer = engine.tokenizer if engine is not None else tokenizer
         self.context_length = engine.context_length if engine is not None else context_length

@@ -219,7 +219,7 @@ class Engine:
         self._use(None)  # counted on the bare base: its shapes decide what attaching would allocate
         planned = planned_parameters(self.model, folder)
         if planned is not None and planned > self.max_adapter_parameters:
-            raise ValueError(f"adapter_config.json asks for {planned:,} trainable parameters; this server takes "
+            raise GroundtuneError(f"adapter_config.json asks for {planned:,} trainable parameters; this server takes "
                              f"adapters of at most {self.max_adapter_parameters:,} (the base model's own size)")
         model = load_adapter(self.model, folder)
         config = attached_config(model)

@@ -11,6 +11,7 @@ import statistics
 import threading
 import time
 from urllib.parse import urlparse
+from groundtune.errors import GroundtuneError
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -33,9 +34,9 @@ def drive(url: str, model: str | list[str], prompts: list[str], *, clients: int,
     import openai
 
     if urlparse(url).hostname not in LOOPBACK_HOSTS:
-        raise ValueError(f"{url}: load runs target loopback only")
+        raise GroundtuneError(f"{url}: load runs target loopback only")
     if duration_s is None and requests_per_client is None:
-        raise ValueError("give duration_s or requests_per_client (a load run is bounded)")
+        raise GroundtuneError("give duration_s or requests_per_client (a load run is bounded)")
     models = [model] if isinstance(model, str) else list(model)
     lock = threading.Lock()
     ttft, tokens, errors, messages, done, prompt_tokens = [], [0], [0], [], [0], [0]

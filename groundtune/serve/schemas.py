@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from groundtune.serve.citations import MAX_K, RequestError
+from groundtune.errors import GroundtuneError
 
 DEFAULT_MAX_TOKENS = 256
 MAX_STOP = 4
@@ -49,7 +50,7 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _one_choice(cls, v):
         if v != 1:
-            raise ValueError(f"n is {v}; this server returns one choice per request (n=1): send several requests")
+            raise GroundtuneError(f"n is {v}; this server returns one choice per request (n=1): send several requests")
         return v
 
     @field_validator("stop")
@@ -57,7 +58,7 @@ class GenerationRequest(BaseModel):
     def _stops(cls, v):
         stops = [v] if isinstance(v, str) else list(v or [])
         if len(stops) > MAX_STOP or any(not s for s in stops):
-            raise ValueError(f"stop takes up to {MAX_STOP} non-empty strings")
+            raise GroundtuneError(f"stop takes up to {MAX_STOP} non-empty strings")
         return stops
 
     @property
@@ -106,7 +107,7 @@ class CompletionRequest(GenerationRequest):
     def _one_prompt(cls, v):
         if isinstance(v, list):
             if len(v) != 1:
-                raise ValueError(f"prompt is a list of {len(v)}; this server takes one prompt per request")
+                raise GroundtuneError(f"prompt is a list of {len(v)}; this server takes one prompt per request")
             v = v[0]
         return v
 

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from groundtune.data import DataError
-from groundtune.errors import ConfigError
+from groundtune.errors import ConfigError, GroundtuneError
 from groundtune.data.sample import DropReport
 from groundtune.fileio import jsonl_lines, read_text
 from groundtune.kvcache import cache_from, cache_kwargs
@@ -53,19 +53,19 @@ class ClassifyTask:
         if isinstance(self.labels, (list, tuple)):  # [부정, 긍정]: the file holds 0, 1, ... (or the words)
             self.labels = dict(enumerate(self.labels))
         if not isinstance(self.labels, dict):
-            raise ValueError(f"task {self.name!r}: labels must map file values to label words, got {self.labels!r}")
+            raise GroundtuneError(f"task {self.name!r}: labels must map file values to label words, got {self.labels!r}")
         self.labels = {str(k): str(v) for k, v in self.labels.items()}
         if not self.template.endswith("{label}") or "{text}" not in self.template:
-            raise ValueError(f"task {self.name!r}: the template must contain {{text}} and end with {{label}} (the "
+            raise GroundtuneError(f"task {self.name!r}: the template must contain {{text}} and end with {{label}} (the "
                              f"answer is scored as the template's continuation), got {self.template!r}")
         try:
             self.template.format(text="", label="")
         except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"task {self.name!r}: the template has a placeholder other than {{text}}/{{label}} "
+            raise GroundtuneError(f"task {self.name!r}: the template has a placeholder other than {{text}}/{{label}} "
                              f"({err}); write a literal brace as {{{{ or }}}}") from None
         words = list(self.labels.values())
         if len(words) < 2 or len(set(words)) != len(words) or not all(w.strip() for w in words):
-            raise ValueError(f"task {self.name!r}: labels need at least two distinct, non-empty words, got {self.labels}")
+            raise GroundtuneError(f"task {self.name!r}: labels need at least two distinct, non-empty words, got {self.labels}")
 
     @property
     def label_words(self) -> list[str]:
@@ -204,7 +204,7 @@ def select_shots(queries: Sequence[LabelledText], pool: Sequence[LabelledText], 
                 continue
             same = texts[label].get(query.text, 0)  # rows to skip: the query itself (or a duplicate of it)
             if len(by_label[label]) - same < count:
-                raise ValueError(f"the example pool has {len(by_label[label]) - same} usable rows of label {label}, "
+                raise GroundtuneError(f"the example pool has {len(by_label[label]) - same} usable rows of label {label}, "
                                  f"{count} needed per query: give a larger --pool or fewer shots")
             picked = rng.sample(by_label[label], count + same)
             shots += [row for row in picked if row.text != query.text][:count]
@@ -228,7 +228,7 @@ def _split_ids(tokenizer, prompt: str, continuations: Sequence[str]) -> tuple[li
         shared = n
     conts = [full[shared:] for full in fulls]
     if shared == 0 or any(not c for c in conts):
-        raise ValueError(f"cannot split {prompt[-40:]!r} + label continuations {list(continuations)} into a shared "
+        raise GroundtuneError(f"cannot split {prompt[-40:]!r} + label continuations {list(continuations)} into a shared "
                          "context and non-empty label tokens: check that the label words differ and the prompt is "
                          "not empty")
     return context[:shared], conts
@@ -443,10 +443,10 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     queries, dropped, longest = fit_queries(tokenizer, queries, task, limit)
     max_prompt_tokens = limit - longest  # k-shot prompts cut from the left leave room for the labels' tokens
     if not queries:
-        raise ValueError(f"no rows to classify (dropped: {dropped or 'none given'}): check the data file and the "
+        raise GroundtuneError(f"no rows to classify (dropped: {dropped or 'none given'}): check the data file and the "
                          "drop report")
     if shots > 0 and not pool:
-        raise ValueError(f"{shots}-shot classification needs a pool of labelled examples (--pool)")
+        raise GroundtuneError(f"{shots}-shot classification needs a pool of labelled examples (--pool)")
     words = task.label_words
     examples = select_shots(queries, pool or [], shots, len(words), seed)
     prompts = [task.prompt(q.text, ex) for q, ex in zip(queries, examples)]
@@ -456,7 +456,7 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     if calibration == "contextual":
         content_free = list(content_free)
         if not content_free:
-            raise ValueError("contextual calibration needs at least one content-free input, e.g. 'N/A'")
+            raise GroundtuneError("contextual calibration needs at least one content-free input, e.g. 'N/A'")
         # Queries that drew the same examples share their content-free prompts: score each distinct prompt once.
         cf_prompts = [task.prompt(c, ex) for ex in examples for c in content_free]
         distinct = list(dict.fromkeys(cf_prompts))
@@ -468,7 +468,7 @@ def classify(model, tokenizer, queries: Sequence[LabelledText], task: ClassifyTa
     elif calibration == "batch":
         scores = batch_calibrate(scores)
     elif calibration is not None:
-        raise ValueError(f"unknown calibration {calibration!r}: use one of {list(CALIBRATIONS)}, or none")
+        raise GroundtuneError(f"unknown calibration {calibration!r}: use one of {list(CALIBRATIONS)}, or none")
     predicted = scores.argmax(-1).tolist()
     gold = [q.label for q in queries]
     labels = list(range(len(words)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from groundtune.config import DataConfig, GenerationConfig, TrainConfig
+from groundtune.errors import GroundtuneError
 
 
 def before_after(before: dict, before_ci: dict, after: dict, after_ci: dict) -> str:
@@ -123,7 +124,7 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
     samples, report = instruction_samples(cfg.data.train, cfg.data.template, tokenizer=tokenizer)
     print(report)
     if len(samples) <= held_out:
-        raise ValueError(f"{cfg.data.train}: {len(samples)} usable records; the Korean demo holds out the last "
+        raise GroundtuneError(f"{cfg.data.train}: {len(samples)} usable records; the Korean demo holds out the last "
                          f"{held_out} and needs more to train on")
     train_samples, eval_samples = samples[:-held_out], samples[-held_out:]
     references = [s.answer for s in eval_samples]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from groundtune.errors import ConfigError, DataError
+from groundtune.errors import ConfigError, DataError, GroundtuneError
 from groundtune.fileio import atomic_write, read_text
 from groundtune.ranges import COUNT, FRACTION, NONNEG, POSITIVE, SHARE, ranged
 
@@ -126,7 +126,7 @@ def _label(value: str, task: GlueTask) -> float | None:
 def split_dev(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     """(train, dev): a seeded random `fraction` of the examples held out."""
     if not 0 < fraction < 1:
-        raise ValueError(f"dev_fraction must be between 0 and 1, got {fraction}")
+        raise GroundtuneError(f"dev_fraction must be between 0 and 1, got {fraction}")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     n_dev = max(1, round(fraction * len(examples)))

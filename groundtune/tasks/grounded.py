@@ -10,6 +10,7 @@ from pathlib import Path
 
 from groundtune.config import DataConfig, GenerationConfig, TrainConfig
 from groundtune.fileio import atomic_write
+from groundtune.errors import GroundtuneError
 
 
 def _grounded_config(data: DataConfig):
@@ -31,14 +32,14 @@ def _read(data: DataConfig, path: str, tokenizer):
                            rerank_depth=block["rerank_depth"], history_turns=data.history_turns, source=str(path))
     if data.format == "doc2dial":
         if not data.documents:
-            raise ValueError("data.format doc2dial needs data.documents: the doc2dial / MultiDoc2Dial document JSON")
+            raise GroundtuneError("data.format doc2dial needs data.documents: the doc2dial / MultiDoc2Dial document JSON")
         return grounded_samples(load_dialogues(path), load_documents(data.documents), _grounded_config(data),
                                 tokenizer, source=str(path))
     if data.format == "jsonl":
         return load_jsonl_samples(path, _grounded_config(data), tokenizer)
     if data.format == "alpaca":
         return instruction_samples(path, data.template, tokenizer=tokenizer)
-    raise ValueError(f"data.format must be doc2dial, jsonl or alpaca, not {data.format!r}")
+    raise GroundtuneError(f"data.format must be doc2dial, jsonl or alpaca, not {data.format!r}")
 
 
 def load_samples(data: DataConfig, tokenizer, verbose: bool = True) -> tuple[list, list]:
@@ -46,7 +47,7 @@ def load_samples(data: DataConfig, tokenizer, verbose: bool = True) -> tuple[lis
     from groundtune.data.grounded import split_by_dialogue
 
     if not data.train:
-        raise ValueError("data.train is not set: give the training data file")
+        raise GroundtuneError("data.train is not set: give the training data file")
     train, report = _read(data, data.train, tokenizer)
     if verbose:
         print(report)
@@ -118,7 +119,7 @@ def evaluate(model, tokenizer, samples, gen: GenerationConfig | None = None, *, 
     from groundtune.metrics import score
 
     if not samples:
-        raise ValueError("no evaluation samples: set data.eval or data.eval_fraction")
+        raise GroundtuneError("no evaluation samples: set data.eval or data.eval_fraction")
     predictions = generate(model, tokenizer, [s.prompt for s in samples], gen, max_prompt_tokens=max_prompt_tokens,
                            progress=progress)
     report = score(predictions, [s.answer for s in samples], lang=lang, metrics=metrics, ids=[s.id for s in samples])

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from groundtune.config import DataConfig, GenerationConfig, TrainConfig
+from groundtune.errors import GroundtuneError
 
 ARTICLE_FOLDERS = ("ko_summarization/sci-news-sum-kr-50", "ko_news/sci-news-sum-kr-50")
 HELD_OUT_EVERY = 5  # the questions of every fifth article (by id) are held out
@@ -168,7 +169,7 @@ def run_korean_rag_demo(cfg: TrainConfig, *, teacher=None, model=None, tokenizer
     rows = [json.loads(line) for line in questions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     train_rows, held_rows = split_by_article(rows)
     if not train_rows or not held_rows:
-        raise ValueError(f"{questions_file}: {len(train_rows)} training and {len(held_rows)} held-out questions were "
+        raise GroundtuneError(f"{questions_file}: {len(train_rows)} training and {len(held_rows)} held-out questions were "
                          "kept; the demo needs both (see the drop counts above)")
     held_articles = sorted({r["doc_id"] for r in held_rows})
     print(f"split by article: {len(train_rows)} training questions, {len(held_rows)} held out "

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from groundtune.data import DataError
 from groundtune.data.sample import DropReport, Sample
 from groundtune.fileio import jsonl_lines, read_text
+from groundtune.errors import GroundtuneError
 
 SUMMARIZE_PROMPT = "주어진 기사를 요약하세요 기사: {document}"
 
@@ -146,7 +147,7 @@ def summarization_samples(pairs: Sequence[SummaryPair], tokenizer, *, prompt: st
     from groundtune.data.instruct import instruction_samples
 
     if "{document}" not in prompt:
-        raise ValueError(f"the summarization prompt must contain {{document}}, got {prompt!r}")
+        raise GroundtuneError(f"the summarization prompt must contain {{document}}, got {prompt!r}")
     texts, cut = [], 0
     for pair in pairs:
         document = pair.document
@@ -172,7 +173,7 @@ def evaluate_summaries(model, tokenizer, pairs: Sequence[SummaryPair], gen=None,
     from groundtune.tasks.grounded import evaluate
 
     if not pairs:
-        raise ValueError("no article/summary pairs to evaluate: check the data file and the drop report")
+        raise GroundtuneError("no article/summary pairs to evaluate: check the data file and the drop report")
     gen = gen or GenerationConfig(max_new_tokens=128, batch_size=4)
     samples, cut = summarization_samples(pairs, tokenizer, prompt=prompt, template=template,
                                          max_document_tokens=max_document_tokens)
