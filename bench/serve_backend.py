@@ -111,7 +111,10 @@ def main() -> None:
     backend_port, front_port = free_port(), free_port()
     backend_url = f"http://127.0.0.1:{backend_port}"
     backend = start_server([*model_args, "--max-batch", str(clients)], work / "backend.log", backend_port)
-    front = start_server([*model_args, "--backend", backend_url], work / "front.log", front_port)
+    # The front waits as long as the clients do (a loaded CPU backend may be silent for minutes before its first
+    # token; the 60 s default would turn that into 504s and measure the timeout, not the front).
+    front = start_server([*model_args, "--backend", backend_url, "--backend-timeout", "300"], work / "front.log",
+                         front_port)
     try:
         wait_ready(backend, backend_port, work / "backend.log")
         front_url = wait_ready(front, front_port, work / "front.log")
