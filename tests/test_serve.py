@@ -23,9 +23,8 @@ import groundtune as gt  # noqa: E402
 from groundtune.config import GenerationConfig  # noqa: E402
 from groundtune.data.grounded import build_prompt  # noqa: E402
 from groundtune.generate import generate  # noqa: E402
-from groundtune.methods import trainable_state_dict  # noqa: E402
 from groundtune.serve import BackgroundServer, build, check_bind, ServeError  # noqa: E402
-from tiny import TINY, tiny_tokenizer  # noqa: E402
+from tiny import random_adapters, serving_model, tiny_tokenizer  # noqa: E402
 
 CONTEXT = 256
 METHODS = {
@@ -40,12 +39,7 @@ PROMPT = "w10 w11 w12 w13 w14 w15 w16 w17"
 
 
 def base_model():
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    config = AutoConfig.for_model("qwen2", vocab_size=97, max_position_embeddings=CONTEXT, **TINY["qwen2"])
-    config.pad_token_id = 0
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    return serving_model(CONTEXT)
 
 
 def offline(folder, prompt: str, max_new_tokens: int) -> str:
@@ -66,16 +60,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapters")
-    folders = {}
-    for i, (name, config) in enumerate(METHODS.items()):
-        model = gt.attach(base_model(), config)
-        g = torch.Generator().manual_seed(i + 1)
-        with torch.no_grad():
-            for p in trainable_state_dict(model).values():
-                p.add_(torch.randn(p.shape, generator=g) * 0.5)
-        folders[name] = gt.save_adapter(model, root / name)
-    return folders
+    return random_adapters(tmp_path_factory.mktemp("adapters"), METHODS, base_model)
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import torch
 import groundtune as gt
 from groundtune.config import GenerationConfig
 from groundtune.generate import generate
-from groundtune.methods import trainable_state_dict
 from groundtune.serve.engine import Engine, GenRequest
-from tiny import TINY, tiny_tokenizer
+from tiny import random_adapters, serving_model, tiny_tokenizer
 
 METHODS = {
     "lora": gt.LoraConfig(r=2, alpha=4),
@@ -30,12 +29,7 @@ JOINERS = ["w30 w31 w32 w33 w34 w35 w36 w37 w38 w39 w40 w41 w42", "w50 w51 w52"]
 
 
 def base_model():
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    config = AutoConfig.for_model("qwen2", vocab_size=97, max_position_embeddings=256, **TINY["qwen2"])
-    config.pad_token_id = 0
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    return serving_model(256)
 
 
 def offline(folder, prompt: str, max_new_tokens: int) -> str:
@@ -46,16 +40,7 @@ def offline(folder, prompt: str, max_new_tokens: int) -> str:
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapters")
-    folders = {}
-    for i, (name, config) in enumerate(METHODS.items()):
-        model = gt.attach(base_model(), config)
-        g = torch.Generator().manual_seed(i + 1)
-        with torch.no_grad():
-            for p in trainable_state_dict(model).values():
-                p.add_(torch.randn(p.shape, generator=g) * 0.5)
-        folders[name] = gt.save_adapter(model, root / name)
-    return folders
+    return random_adapters(tmp_path_factory.mktemp("adapters"), METHODS, base_model)
 
 
 @pytest.fixture(scope="module")

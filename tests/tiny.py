@@ -78,6 +78,33 @@ def tiny_samples(n: int = 24, seed: int = 0):
     return samples
 
 
+def serving_model(context: int = 256):
+    """The tiny Qwen2 the serving tests serve (sdpa, eval mode, pad id 0), the same weights at every call."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("qwen2", vocab_size=97, max_position_embeddings=context, **TINY["qwen2"])
+    config.pad_token_id = 0
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+
+
+def random_adapters(root, methods: dict, base) -> dict:
+    """One saved adapter folder per {name: config} under `root`, its trainable tensors drawn non-zero (seeded by
+    position), so that every adapter changes what the model says. `base()` makes a fresh base model."""
+    import groundtune as gt
+    from groundtune.methods import trainable_state_dict
+
+    folders = {}
+    for i, (name, config) in enumerate(methods.items()):
+        model = gt.attach(base(), config)
+        g = torch.Generator().manual_seed(i + 1)
+        with torch.no_grad():
+            for p in trainable_state_dict(model).values():
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+        folders[name] = gt.save_adapter(model, root / name)
+    return folders
+
+
 def randomise(model, seed: int = 0, scale: float = 0.5):
     """Draw every trainable parameter from N(0, scale²), seeded: non-zero everywhere (gates, DePT's B and ACCEPT's
     SCAP codebook start at zero), so that every part of an adapter shows in the outputs."""

@@ -29,7 +29,7 @@ Capabilities, declared on the registry entry so that no other module keeps lists
   it gives ``attach_mixed(model, [(name, config, tensors), ...]) -> model`` (several adapters at once, each under
   `name`, its trained tensors, named as a plain attach names them, copied in), ``detach_mixed(model) -> model``
   and ``select_rows(model, names) -> dict`` (each row's adapter name, None for a row it does not serve; returns
-  the forward arguments that pick them). A mixable method without them is batched one adapter at a time;
+  the forward arguments that pick them); `register` refuses a mixable method without them;
 - ``mergeable``: the trained parameters fold into the base weights, so the result is a plain model any engine
   loads.
 """
@@ -80,6 +80,8 @@ def register(method: Method) -> Method:
     known = _REGISTRY.get(method.name)
     if known is not None and known.config is not method.config:
         raise ConfigError(f"two methods are called {method.name!r}: {known.config} and {method.config}")
+    if method.mixable and None in (method.attach_mixed, method.detach_mixed, method.select_rows):
+        raise ConfigError(f"{method.name} says it is mixable but gives no attach_mixed / detach_mixed / select_rows")
     _REGISTRY[method.name] = method
     return method
 

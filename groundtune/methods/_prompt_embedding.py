@@ -373,7 +373,8 @@ def prompt_method(config: type, build, describe, parameter_count) -> Method:
     `parameter_count(config, hidden)` counts the transform's parameters (the task head is added here)."""
     return Method(config, lambda model, c: attach_transform(model, build(model, c)), detach,
                   optimizer_groups=optimizer_groups, describe=describe,
-                  # the prompt vectors come first, so a shared text prefix is not a shared prefix of the input;
-                  # each row's vectors can be its own, so rows of different adapters can share a batch
-                  virtual_tokens=lambda c: c.length, mixable=True,
+                  # the prompt vectors come first, so a shared text prefix is not a shared prefix of the input.
+                  # Not mixable yet: each row's vectors could be its own, but rows whose prompts differ in length
+                  # need a per-row cache layout the engine does not have, so each adapter gets its own batches.
+                  virtual_tokens=lambda c: c.length,
                   parameter_count=lambda model, c: parameter_count(c, hidden_size(model)) + head_parameters(model))

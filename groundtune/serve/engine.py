@@ -264,7 +264,7 @@ class Engine:
         from groundtune.methods import get
 
         method = get(adapter.method)
-        return method.mixable and method.attach_mixed is not None
+        return method.mixable
 
     def _use_mixed(self, adapters: list[AdapterState]):
         """Put every adapter of `adapters` on the model at once (a mixed batch). Returns the model."""
