@@ -26,7 +26,7 @@ machine may be shared). The server runs in `--dtype` (auto: the serving default)
 JSON keys: model, dtype, loadavg, prefill_s_per_token, decode_step_s_at_8, realistic_tokens_per_s,
 realistic_bound_tokens_per_s, realistic_fraction_of_bound, sequential_tokens_per_s, realistic_ratio_vs_sequential,
 realistic_ttft_p50_s, realistic_ttft_p95_s, short_idle_s, short_during_long_s, head_of_line_ratio, long_tokens,
-bf16_prefill_ratio, bf16_greedy_agreement, mixed_tokens_per_s, per_adapter_tokens_per_s, mixed_ratio,
+bf16_prefill_ratio, bf16_greedy_agreement, fp32_prefill_tokens_per_s, bf16_prefill_tokens_per_s, mixed_tokens_per_s, per_adapter_tokens_per_s, mixed_ratio,
 mixed_bound_tokens_per_s, mixed_ttft_p50_s, mixed_ttft_p95_s, per_adapter_ttft_p50_s, errors, smoke, skipped
 """
 

@@ -135,9 +135,9 @@ def test_answer_only_head_sees_only_answer_positions():
     labels[:, -3:] = ids[:, -3:]
     full = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     calls = []
-    model.lm_head.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[1]))
+    model.lm_head.register_forward_hook(lambda mod, args, out: calls.append(tuple(args[0].shape[:2])))
     got = answer_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
-    assert calls == [4]  # the last answer-length + 1 positions only, not all ten
+    assert calls == [(3 * len(ids), 1)]  # the positions that predict a label only (3 a row), not all ten
     torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
 
 
