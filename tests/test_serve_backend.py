@@ -27,11 +27,10 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("httpx2")
 
 import groundtune as gt  # noqa: E402
-from groundtune.methods import trainable_state_dict  # noqa: E402
 from groundtune.serve import BackgroundServer, build  # noqa: E402
 from groundtune.serve.backend import Backend  # noqa: E402
 from test_serve import CONTEXT, PROMPT, one_thread  # noqa: E402,F401  (fixture: one torch thread)
-from tiny import TINY, tiny_tokenizer  # noqa: E402
+from tiny import TINY, random_adapters, tiny_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [{"text": "w20 w21 w22 w23 w24", "title": "Renewing"}, {"text": "w30 w31 w32", "title": "Fees"}]
@@ -58,14 +57,8 @@ def folders(tmp_path_factory):
     base.save_pretrained(root / "tiny-model")
     tiny_tokenizer().save_pretrained(root / "tiny-model")
     out = {"model": root / "tiny-model"}
-    for i, (name, config) in enumerate({"lora": gt.LoraConfig(r=2, alpha=4),
-                                        "prompt_tuning": gt.PromptTuningConfig(length=4)}.items()):
-        model = gt.attach(base_model(), config)
-        g = torch.Generator().manual_seed(i + 1)
-        with torch.no_grad():
-            for p in trainable_state_dict(model).values():
-                p.add_(torch.randn(p.shape, generator=g) * 0.5)
-        out[name] = gt.save_adapter(model, root / name)
+    out.update(random_adapters(root, {"lora": gt.LoraConfig(r=2, alpha=4),
+                                      "prompt_tuning": gt.PromptTuningConfig(length=4)}, base_model))
     return out
 
 
