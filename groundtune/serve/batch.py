@@ -16,6 +16,7 @@ layers their true length.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -28,7 +29,13 @@ from groundtune.kvcache import cache_from, cache_kwargs
 def _forward_takes(model, name: str) -> bool:
     # a wrapper such as peft's PeftModel passes **kwargs on: the wrapped model's signature decides
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return name in inspect.signature(type(base).forward).parameters
+    return _class_forward_takes(type(base), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _class_forward_takes(cls: type, name: str) -> bool:
+    # asked at every decoding step: a class's signature is read once
+    return name in inspect.signature(cls.forward).parameters
 
 
 def _right_aligned(x: torch.Tensor, width: int) -> torch.Tensor:
