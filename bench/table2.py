@@ -245,6 +245,9 @@ def main():
                         "part among its candidates (default: its paper's)")
     parser.add_argument("--dev-questions", type=int, default=64, help="train-side questions (not trained on, from "
                         "other dialogues) that --pick-lr scores")
+    parser.add_argument("--cells", nargs="+", metavar="NAME", help="run and tabulate only these cells of the "
+                        "grid the other options name (e.g. the rows a lost run did not finish); names as in "
+                        "results.md's cell column")
     parser.add_argument("--smoke", action="store_true", help="fixtures, a tiny random LM: L30 K10, a dev pick of "
                         "prompt tuning's lr, BitFit's refusal")
     args = parser.parse_args()
@@ -329,14 +332,19 @@ def main():
     log = None if args.smoke else data_dir / "cells.log"
     from groundtune.tasks.sweep import expand
 
+    offered: list[str] = []  # every cell these options name, for --cells' error
+
     def names(of_runs):
-        return [name for name, _ in expand({"base": sweep["base"], "runs": of_runs}, str(sweep_file))]
+        found = [name for name, _ in expand({"base": sweep["base"], "runs": of_runs}, str(sweep_file))]
+        offered.extend(n for n in found if n not in offered)
+        return [n for n in found if not args.cells or n in args.cells]
 
     # In order of what the question needs, so that a budget cut short still answers the most: the three rows
     # the paper's conclusion turns on, the rest of its grid, the second family, the other methods (each group's
     # dev picks, then its held-out cells), the rows beyond the paper, and the third seeds last.
     first = ["llama_adapter-layers30-length10-lr0.01", "lora-lr0.0003", "llama_adapter-layers10-length10-lr0.01"]
-    queue = first + [n for n in names(paper["runs"]) if n not in first]
+    queue = [n for n in first if not args.cells or n in args.cells]
+    queue += [n for n in names(paper["runs"]) if n not in first]
     if args.smoke:  # the row the paper's conclusion turns on, then the methods' pick, through the same code path
         queue = first[:1]
     queue += names(GEMMA_RUNS) if args.gemma else []
@@ -354,7 +362,10 @@ def main():
     if args.extra:
         queue += names(EXTRA_RUNS + SEED_RUNS)
         run_cells(sweep_file, args.out, names(EXTRA_RUNS + SEED_RUNS), env, log)
-    only = queue if args.smoke else None
+    only = queue if args.smoke or args.cells else None
+    if args.cells and set(args.cells) - set(queue):
+        raise SystemExit(f"--cells: not in this grid: {sorted(set(args.cells) - set(queue))}; the grid's cells: "
+                         f"{', '.join(offered)} (add --extra, --gemma or --methods for theirs)")
     cells = [c for c in plan(sweep_file, args.out)[1] if only is None or c[0] in only]
     rows = run_sweep(sweep_file, args.out, progress=False, resume=True, only=only)  # all done: tables and tests
     table = (args.out / "results.md").read_text(encoding="utf-8")

@@ -130,3 +130,30 @@ def test_one_batch_mixes_base_lora_and_llama_adapter_rows_and_each_equals_offlin
     expected = [offline(adapters.get(n), p, 8) for n, p in zip(names, prompts)]
     assert texts == expected
     assert len(set(expected)) >= 5  # the adapters really change the answers
+
+
+@pytest.mark.parametrize("model", [None, "gemma3-270m"], ids=["smollm2-bpe", "gemma-sentencepiece"])
+def test_streamed_text_decodes_only_new_tokens_and_equals_the_full_decode(model):
+    """Streaming decodes each row incrementally (not the whole answer at every step); what it streams, joined,
+    is exactly the full decode, for a byte-level BPE and a SentencePiece tokenizer, over Korean, emoji and spaces."""
+    from transformers import AutoTokenizer
+
+    from groundtune.models import resolve
+    from groundtune.serve.batch import Rows
+
+    tok = AutoTokenizer.from_pretrained(resolve(model))
+    text = "The answer:  see §3.2 (page 7). 서울의 날씨는 맑습니다 🙂 — done,   twice!\nNew line 한국어."
+    tokens = tok(text, add_special_tokens=False).input_ids
+    events = []
+    r = GenRequest(prompt_ids=[1], adapter=None, max_tokens=len(tokens), emit=events.append)
+    rows = Rows(tok, {"tokens": 0, "completed": 0, "cancelled": 0})
+    calls = []
+    real_decode = tok.decode
+    tok.decode = lambda ids, **kw: calls.append(len(ids)) or real_decode(ids, **kw)
+    for t in tokens:
+        rows.take(r, t)
+    tok.decode = real_decode
+    streamed = "".join(e[1] for e in events if e[0] == "delta")
+    assert streamed == real_decode(tokens, skip_special_tokens=True).lstrip() == r.text
+    assert r.finish_reason == "length"
+    assert max(calls[:-1]) <= 8, calls  # a few tokens per step, not the whole answer (the last call is the full one)

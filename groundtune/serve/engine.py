@@ -96,6 +96,9 @@ class GenRequest:
     submitted: float = field(default_factory=time.perf_counter)
     tokens: list[int] = field(default_factory=list)
     text: str = ""  # what has been emitted so far
+    decoded: str = ""  # the text of tokens[:read_offset], decoded incrementally (serve/batch.py: Rows.text_of)
+    prefix_offset: int = 0
+    read_offset: int = 0
     finish_reason: str | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
