@@ -159,7 +159,9 @@ class TrainConfig:
     batch_size: int = ranged(4, COUNT)
     grad_accum: int = ranged(1, COUNT)
     max_grad_norm: float = ranged(1.0, POSITIVE)
-    precision: str = "bf16"  # bf16 | fp32 (bf16 = mixed precision: fp32 weights, bf16 autocast)
+    # auto | bf16 | fp16 | fp32. bf16 = mixed precision (fp32 trainable weights, bf16 autocast); auto = bf16 where
+    # the hardware runs it natively, fp32 elsewhere (a CPU without AVX512-BF16/AMX emulates bf16, far slower).
+    precision: str = "auto"
     seed: int = ranged(42, NONNEG)
     save_every: int = ranged(50, COUNT)  # optimizer steps between checkpoints
     trust_remote_code: bool = False
@@ -167,9 +169,13 @@ class TrainConfig:
 
     def __post_init__(self):
         validate(self)
-        if self.precision not in ("bf16", "fp32", "fp16"):
-            raise ConfigError(f"precision is {self.precision!r}; choose bf16, fp16 or fp32")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision is {self.precision!r}; choose auto (bf16 where the hardware has it, else "
+                              "fp32), bf16, fp16 or fp32")
         check_method(self.method)
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def build_config(cls, values: dict, where: str, prefix: str = ""):

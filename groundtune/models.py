@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+import warnings
 
 import torch
 
@@ -100,10 +101,12 @@ def check_dtype(dtype):
 def _resolve_dtype(dtype):
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":  # bfloat16 where the CPU or GPU runs it natively, else float32 (serving_dtype)
+        return serving_dtype("auto", "cuda" if torch.cuda.is_available() else "cpu")[0]
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
-        raise ConfigError(f"--dtype is {dtype!r}; use one of {', '.join(sorted(names))}")
+        raise ConfigError(f"--dtype is {dtype!r}; use auto or one of {', '.join(sorted(names))}")
     return names[dtype]
 
 
@@ -294,6 +297,25 @@ def frozen_weights_in(model, dtype: torch.dtype):
             module.weight = weight
 
 
+NO_NATIVE_BF16 = ("the CPU has no native bfloat16 (AVX512-BF16, AMX or ARM BF16): there bf16 matrix products run "
+                  "through a scalar fallback, an order of magnitude slower than float32")
+
+
+def training_precision(requested: str = "auto", device: str | torch.device = "cpu") -> tuple[str, str]:
+    """(precision, why) to train in: "auto" is bf16 mixed precision where the hardware runs bf16 natively (see
+    `bf16_supported`) and fp32 elsewhere. Any other value is taken as asked; bf16 asked for on a CPU without native
+    bf16 is kept but warned about, since it is slower there, not faster."""
+    if requested != "auto":
+        if requested == "bf16" and torch.device(device).type == "cpu" and not bf16_supported(device):
+            warnings.warn(f"precision bf16: {NO_NATIVE_BF16}; set precision: auto (or fp32) to train in float32 here",
+                          stacklevel=2)
+        return requested, "as asked"
+    if bf16_supported(device):
+        return "bf16", "the hardware runs bfloat16 natively"
+    gpu = torch.device(device).type == "cuda"
+    return "fp32", "the GPU has no bfloat16" if gpu else NO_NATIVE_BF16
+
+
 def serving_dtype(requested="auto", device: str | torch.device = "cpu") -> tuple[torch.dtype, str]:
     """(dtype, why) to serve in: "auto" picks bfloat16 where the hardware has it (a GPU that supports it, a CPU
     with AVX512-BF16 or AMX) and float32 otherwise; any other value is taken as asked."""
@@ -303,4 +325,4 @@ def serving_dtype(requested="auto", device: str | torch.device = "cpu") -> tuple
     gpu = torch.device(device).type == "cuda"
     if bf16_supported(device):
         return torch.bfloat16, "the GPU supports bfloat16" if gpu else "the CPU has AVX512-BF16, AMX or ARM BF16"
-    return torch.float32, "the GPU has no bfloat16" if gpu else "the CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+    return torch.float32, "the GPU has no bfloat16" if gpu else NO_NATIVE_BF16

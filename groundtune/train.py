@@ -111,6 +111,20 @@ def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict:
     return state
 
 
+def _resolved_precision(schedule: Schedule, out: Path | None, resume: bool) -> tuple[str, str]:
+    """The precision this run trains in: "auto" resolved for this process's device, except that a resumed run
+    keeps the precision its checkpoint was written in, so that it continues as it started."""
+    from accelerate import PartialState
+
+    from groundtune.models import training_precision
+
+    if schedule.precision == "auto" and resume and out is not None and (out / CHECKPOINT / "state.json").exists():
+        started = _read_state(out / CHECKPOINT).get("precision")
+        if started:
+            return started, "as the resumed run started"
+    return training_precision(schedule.precision, PartialState().device)
+
+
 def _read_state(folder: Path) -> dict:
     try:
         state = json.loads((folder / "state.json").read_text())
@@ -222,7 +236,7 @@ class Schedule:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     grad_accum: int = 1
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through accelerate)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision through accelerate) | auto (models.training_precision)
     seed: int = 0
     save_every: int = 50  # optimizer steps between checkpoints (when fit() is given an output folder)
     decay: str = "cosine"  # cosine | linear, after the warm-up
@@ -306,7 +320,8 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None
     # such as a sweep, can each choose their precision. accelerate has no public way to do this (transformers'
     # Trainer calls the same).
     AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(schedule.precision, "no"),
+    precision, why = _resolved_precision(schedule, out, resume)
+    accelerator = Accelerator(mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision, "no"),
                               gradient_accumulation_steps=schedule.grad_accum)
     world, rank = accelerator.num_processes, accelerator.process_index
     launched = int(os.environ.get("WORLD_SIZE", world))  # set by torchrun, so by `accelerate launch`
@@ -329,9 +344,10 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None
     # once per process on each optimizer step, as if every process had a data loader of its own.
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "num_processes": world}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "num_processes": world, "precision": precision}
     if out is not None and resume and (out / CHECKPOINT).exists():
         state = _load_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler)
+        state.setdefault("precision", precision)  # a checkpoint from before precisions were recorded
         if state.setdefault("num_processes", 1) != world:
             raise GroundtuneError(f"{out / CHECKPOINT} was written by a run of {state['num_processes']} process(es); "
                              f"resume it with as many (this one has {world}), or start a new output_dir")
@@ -360,7 +376,9 @@ def fit(model, task, schedule: Schedule, *, out: Path | None = None, config=None
                desc=f"{desc} ({n_trainable:,} params)", unit="step")
     # bf16 autocast recasts a frozen fp32 weight in every forward; cast once here instead (the same numbers).
     # One process only: sharded or replicated parameters (DDP, FSDP, ZeRO-3) must stay the ones prepared.
-    cast = schedule.precision == "bf16" and schedule.frozen_bf16 and world == 1
+    if progress and accelerator.is_main_process and schedule.precision != precision:
+        print(f"precision {schedule.precision}: {precision} ({why})", flush=True)
+    cast = precision == "bf16" and schedule.frozen_bf16 and world == 1
     with frozen_weights_in(accelerator.unwrap_model(model), torch.bfloat16) if cast else contextlib.nullcontext():
         model.train()
         running, micro = 0.0, 0

@@ -112,3 +112,39 @@ def test_checkpoint_holds_only_trainable_parameters(tmp_path):
     assert saved and all(".adaption_prompt." in k for k in saved)
     assert len(saved) == 4  # 2 layers x (prompt, gate)
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-native-bf16"])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it_and_a_resume_keeps_what_it_started_in(
+        tmp_path, monkeypatch, native):
+    """precision: auto (the default) trains in bf16 only where bf16 is native; a CPU without it (AVX2 only)
+    emulates bf16 far slower than fp32, so there auto is fp32. A resumed run continues in the precision its
+    checkpoint was written in, whatever this machine would pick."""
+    import json
+
+    from groundtune import models
+    from groundtune.train import CHECKPOINT
+
+    assert TrainConfig().precision == "auto"
+    monkeypatch.setattr(models, "bf16_supported", lambda device="cpu": native)
+    expected = "bf16" if native else "fp32"
+    assert models.training_precision("auto") == (expected, models.training_precision("auto")[1])
+    cfg = _cfg(tmp_path, precision="auto", max_steps=4, save_every=2)
+    train(cfg, tiny_samples(16), model=tiny_model("llama"), tokenizer=tiny_tokenizer(), progress=False, stop_after=2)
+    state = json.loads((tmp_path / "run" / CHECKPOINT / "state.json").read_text())
+    assert state["precision"] == expected
+    monkeypatch.setattr(models, "bf16_supported", lambda device="cpu": not native)  # "another machine"
+    train(cfg, tiny_samples(16), model=tiny_model("llama"), tokenizer=tiny_tokenizer(), progress=False, resume=True)
+    state = json.loads((tmp_path / "run" / CHECKPOINT / "state.json").read_text())
+    assert state["precision"] == expected and state["step"] == 4
+
+
+def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_kept_with_a_warning(monkeypatch):
+    from groundtune import models
+
+    monkeypatch.setattr(models, "bf16_supported", lambda device="cpu": False)
+    with pytest.warns(UserWarning, match="no native bfloat16.*precision: auto"):
+        assert models.training_precision("bf16")[0] == "bf16"
+    assert models.training_precision("fp32") == ("fp32", "as asked")
+    assert models.serving_dtype("auto")[0] == torch.float32
+    assert models.check_dtype("auto") == torch.float32

@@ -82,7 +82,8 @@ def classify(
     batch_size: Annotated[int, typer.Option(min=1, help="Prompts per forward pass.")] = 8,
     max_prompt_tokens: Annotated[int, typer.Option(min=8, help="Longer prompts lose tokens from their left.")] = 1024,
     dtype: Annotated[Optional[str], dtype_option(
-        "Weights dtype: float32 (default) or bfloat16 (about half the CPU time).")] = None,
+        "Weights dtype: float32 (default), bfloat16 (about half the CPU time on a CPU with AVX512-BF16 or AMX, "
+        "far slower without) or auto (bfloat16 only where the hardware runs it natively).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the report (and every prediction) as JSON here.")]
     = None,
     calibrate: Annotated[Optional[str], typer.Option(
@@ -145,7 +146,7 @@ def summarize_eval(
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest summary generated.")] = 128,
     batch_size: Annotated[int, typer.Option(min=1, help="Articles per generation batch.")] = 4,
     limit: Annotated[Optional[int], limit_option("Evaluate only the first N pairs.", least=1)] = None,
-    dtype: Annotated[Optional[str], dtype_option("Weights dtype: float32 (default) or bfloat16.")] = None,
+    dtype: Annotated[Optional[str], dtype_option("Weights dtype: float32 (default), bfloat16 or auto (bfloat16 only where the hardware runs it natively).")] = None,
     output_dir: Annotated[Optional[Path], output_dir_option("Write results.json and predictions.jsonl here.")] = None,
     overwrite: Annotated[bool, overwrite_flag("Replace an earlier `groundtune summarize-eval` output folder.")] = False,
 ):

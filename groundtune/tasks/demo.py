@@ -34,7 +34,7 @@ def demo_config(output_dir: str = "runs/demo", steps: int = 60, method: dict | N
                       max_document_tokens=256, max_answer_tokens=64, history_turns=2, window_around_span=True)
     return TrainConfig(method=method or {"method": "llama_adapter", "layers": 30, "length": 10}, data=data,
                        generation=GenerationConfig(max_new_tokens=48, batch_size=6), output_dir=output_dir,
-                       lr=1e-2, warmup_ratio=0.1, max_steps=steps, batch_size=4, precision="bf16", save_every=20)
+                       lr=1e-2, warmup_ratio=0.1, max_steps=steps, batch_size=4, precision="auto", save_every=20)
 
 
 def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -120,7 +120,7 @@ def run_korean_demo(cfg: TrainConfig, progress: bool = True, held_out: int = KOR
 
     out = Path(cfg.output_dir)
     print(f"loading {cfg.model} (the first run assembles and converts it once, about a minute)")
-    model, tokenizer = load_model(cfg.model, dtype="bfloat16")
+    model, tokenizer = load_model(cfg.model, dtype="auto")  # bf16 only where the CPU runs it natively
     samples, report = instruction_samples(cfg.data.train, cfg.data.template, tokenizer=tokenizer)
     print(report)
     if len(samples) <= held_out:

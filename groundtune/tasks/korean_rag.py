@@ -156,7 +156,7 @@ def run_korean_rag_demo(cfg: TrainConfig, *, teacher=None, model=None, tokenizer
 
     if model is None:
         print(f"loading {cfg.model} (the first run assembles and converts it once, about a minute)")
-        model, tokenizer = load_model(cfg.model, dtype="bfloat16")
+        model, tokenizer = load_model(cfg.model, dtype="auto")  # bf16 only where the CPU runs it natively
     teacher = teacher or default_teacher(model, tokenizer)
     questions_file = out / "questions.jsonl"
     for stale in (questions_file, done_path(questions_file)):  # the demo starts afresh (the guard made sure it is ours)
