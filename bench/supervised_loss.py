@@ -5,7 +5,7 @@ groundtune's loss (groundtune.train.answer_loss_sum) gathers the hidden states o
 before the head; the earlier loss (kept here as `tail_loss_sum`, the reference) asked the model for the logits of
 every position from the earliest answer in the batch onward (`logits_to_keep`). Both train LLaMA-Adapter (all
 18 layers, K=10, as the Korean demo does) on the shipped KoAlpaca records, batch 4, the same batches, with the
-base in bf16 (as the Korean demo loads it), interleaved step by step (tail, ours, tail, ours, ...). Each figure
+base in the Korean demo's dtype (auto: bf16 where the CPU runs it natively, else fp32), interleaved step by step (tail, ours, tail, ours, ...). Each figure
 is a median; the load average is printed beside it. The last line is one JSON object.
 
     python bench/supervised_loss.py [--steps 6 --batch 4]
@@ -70,7 +70,7 @@ def main():
         model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16).eval()
         layers = 2
     else:
-        model, tok = gt.load_model("gemma3-270m", dtype="bfloat16")
+        model, tok = gt.load_model("gemma3-270m", dtype="auto")  # as the Korean demo loads it
         layers = model.config.num_hidden_layers
     samples, _ = instruction_samples(asset_path("koalpaca/ko_alpaca_data_first100.json"), "koalpaca", tokenizer=tok)
     collate = Collator(tok)
@@ -98,7 +98,7 @@ def main():
     print(f"train step (forward + backward, batch {args.batch}): every row from the first answer "
           f"{med['tail']:.2f}s, supervised positions {med['ours']:.2f}s: {med['tail'] / med['ours']:.2f}x "
           f"(head rows {rows['tail']} -> {rows['ours']}; load average {' '.join(f'{x:.2f}' for x in load)})")
-    print(json.dumps({"model": "tiny gemma3_text" if args.smoke else "gemma3-270m (bf16)",
+    print(json.dumps({"model": "tiny gemma3_text" if args.smoke else f"gemma3-270m ({str(next(model.parameters()).dtype).removeprefix('torch.')})",
                       "method": f"llama_adapter L={layers} K=10", "batch": args.batch, "steps": args.steps,
                       "step_s": med, "speedup": med["tail"] / med["ours"], "head_rows": rows, "losses_equal": equal,
                       "load_average": load, "smoke": args.smoke, "skipped": {}}))

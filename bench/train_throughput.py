@@ -26,7 +26,7 @@ doc2dial files (prompts cut at 256 tokens), 2 timed steps after 1 warm-up, batch
 LoRA is peft's: without peft the figures are null and `skipped` says why.
 
 JSON keys: method, precision, batch, steps, rounds, levers, tokens_per_s, tokens_per_s_ratio_vs_hf,
-tokens_per_s_ratio_vs_hf_grouped, ratio_spread, ratios_per_round, gflops, share_of_bf16_peak, padding_share,
+tokens_per_s_ratio_vs_hf_grouped, ratio_spread, ratios_per_round, gflops, share_of_bf16_peak, share_of_peak, padding_share,
 matmul_peak_gflops, peak_rss_mb, peak_rss_ratio_vs_hf, threads, load_average, smoke, skipped
 """
 
@@ -201,7 +201,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (ours, hf, hf_grouped) x rounds")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto (groundtune's default): bf16 where the CPU runs it natively, else fp32; both sides")
     ap.add_argument("--peers", default="hf,hf_grouped", help="comma-separated: hf, hf_grouped")
     ap.add_argument("--no-frozen-bf16", action="store_true", help="lever off: autocast recasts fp32 frozen weights")
     ap.add_argument("--group-by-length", action="store_true", help="lever on: length-grouped batches (ours)")
@@ -215,13 +216,19 @@ def main():
     if args.worker:
         print(json.dumps(worker(args.worker, args)))
         return
+    if args.precision == "auto":  # resolved once here, so every worker and side trains in the same precision
+        from groundtune.models import training_precision
+
+        args.precision, why = training_precision("auto")
+        print(f"precision auto: {args.precision} ({why})", flush=True)
     levers = {"frozen_bf16": not args.no_frozen_bf16, "group_by_length": args.group_by_length,
               "compile": args.compile, "threads": args.threads or None}
     peers = [p for p in args.peers.split(",") if p]
     summary = {"method": "lora r=1 alpha=1 q/k/v/o", "precision": args.precision, "batch": args.batch,
                "steps": args.steps, "rounds": args.rounds, "levers": levers, "tokens_per_s": None,
                "tokens_per_s_ratio_vs_hf": None, "tokens_per_s_ratio_vs_hf_grouped": None, "ratio_spread": None,
-               "ratios_per_round": None, "gflops": None, "share_of_bf16_peak": None, "padding_share": None,
+               "ratios_per_round": None, "gflops": None, "share_of_bf16_peak": None, "share_of_peak": None,
+               "padding_share": None,
                "matmul_peak_gflops": None, "peak_rss_mb": None, "peak_rss_ratio_vs_hf": None,
                "threads": args.threads or None, "load_average": os.getloadavg(), "smoke": args.smoke, "skipped": {}}
     if importlib.util.find_spec("peft") is None:
@@ -246,7 +253,7 @@ def main():
             runs[kind].append(r)
             print(f"round {round_ + 1} {kind:>10}: {r['tokens']} tokens in {r['seconds']:.2f}s: "
                   f"{r['tokens'] / r['seconds']:.0f} tokens/s, {r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s "
-                  f"({r['flops'] / r['seconds'] / 1e9 / peaks['bf16']:.0%} of the bf16 peak), padding "
+                  f"({r['flops'] / r['seconds'] / 1e9 / peaks[args.precision]:.0%} of the {args.precision} peak), padding "
                   f"{r['padding_share']:.1%}, peak RSS {r['peak_rss_mb']:.0f} MB, {r['threads']} threads "
                   f"({load_average()})", flush=True)
     tps = {k: [r["tokens"] / r["seconds"] for r in rs] for k, rs in runs.items()}
@@ -258,6 +265,7 @@ def main():
         "tokens_per_s_ratio_vs_hf_grouped": statistics.median(ratios["hf_grouped"]) if "hf_grouped" in ratios else None,
         "ratio_spread": {p: _spread(v) for p, v in ratios.items()}, "ratios_per_round": ratios,
         "gflops": gflops, "share_of_bf16_peak": {k: v / peaks["bf16"] for k, v in gflops.items()},
+        "share_of_peak": {k: v / peaks[args.precision] for k, v in gflops.items()},  # of the precision trained in
         "padding_share": {k: statistics.median(r["padding_share"] for r in rs) for k, rs in runs.items()},
         "matmul_peak_gflops": peaks,
         "peak_rss_mb": {k: max(r["peak_rss_mb"] for r in rs) for k, rs in runs.items()},

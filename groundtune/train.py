@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from groundtune.errors import ConfigError, GroundtuneError, OutputError, ResumeError, TrainingDiverged
-from groundtune.fileio import atomic_folder, atomic_write, guard_output, save_figure
+from groundtune.fileio import atomic_folder, atomic_write, guard_output
 from groundtune.methods import attach, config_from_dict, count_trainable, optimizer_groups, trainable_state_dict
 from groundtune.methods.io import save_adapter
 from groundtune.models import frozen_weights_in
+from groundtune.plots import plot_losses
 
 CHECKPOINT = "checkpoint"
 ADAPTER = "adapter"
@@ -119,8 +120,9 @@ def _resolved_precision(schedule: Schedule, out: Path | None, resume: bool) -> t
     from groundtune.models import training_precision
 
     if schedule.precision == "auto" and resume and out is not None and (out / CHECKPOINT / "state.json").exists():
-        started = _read_state(out / CHECKPOINT).get("precision")
-        if started:
+        state = _read_state(out / CHECKPOINT)
+        started = state.get("precision") or state.get("config", {}).get("precision")  # older checkpoints: as asked
+        if started and started != "auto":
             return started, "as the resumed run started"
     return training_precision(schedule.precision, PartialState().device)
 
@@ -164,6 +166,8 @@ def resume_differences(saved: dict, cfg) -> list[str]:
         a, b = before.get(key), now.get(key)
         if a == b or key in RESUMABLE or (key not in before and ADDED.get(key, a) == b):
             continue
+        if key == "precision" and b == "auto":  # a resumed "auto" run continues in the precision it started in
+            continue
         if key in LONGER and a is not None and b is not None and b > a:
             continue
         out.append(f"{key}: {a!r} -> {b!r}")
@@ -198,30 +202,6 @@ def prepare_output(cfg, *, resume: bool = False, overwrite: bool = False, comman
                                   + "; ".join(differ) + ". Resume with the checkpoint's settings (only logging "
                                   "settings or a longer max_steps / epochs may change), or start afresh with "
                                   "--overwrite or a new output_dir")
-
-
-def plot_losses(losses: list[dict], path: Path, title: str = "training loss") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, values = [r["step"] for r in losses], [r["loss"] for r in losses]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, values, lw=1, alpha=0.45, label="per step")
-    window = max(1, len(values) // 10)  # small batches make single steps noisy: the trend is the running mean
-    if window > 1:
-        chunks = (values[max(0, i - window + 1):i + 1] for i in range(len(values)))
-        running = [sum(chunk) / len(chunk) for chunk in chunks]
-        ax.plot(steps, running, lw=2, label=f"mean of last {window}")
-        ax.legend(frameon=False)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("answer-token loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 @dataclass
