@@ -246,7 +246,7 @@ def main():
         rag_train = retrieved_samples(rag_train_q, rank(rag_train_q), retriever.passages)
         cfg = TrainConfig(method={"method": "llama_adapter", "layers": 2 if args.smoke else 30, "length": 10},
                           data=DataConfig(), output_dir=str(Path(tmp) / "rag_run"), lr=1e-2, max_steps=args.rag_steps,
-                          batch_size=4, precision="fp32" if args.smoke else "bf16", save_every=10_000)
+                          batch_size=4, precision="fp32" if args.smoke else "auto", save_every=10_000)
         trained = train(cfg, rag_train, model=lm, tokenizer=tokenizer, progress=False).model
         preds_rag = answer(trained, retrieved)
     lang = "en"

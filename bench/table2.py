@@ -152,7 +152,7 @@ def grid_config(args, model: str | None, train_file: Path, eval_file: Path, runs
                      "max_prompt_tokens": args.doc_tokens + 192, "history_turns": args.history,
                      "eval_overlap": "error"},
             "generation": {"max_new_tokens": args.answer_tokens, "batch_size": args.gen_batch},
-            "epochs": 1, "batch_size": args.batch_size, "precision": "fp32" if args.smoke else "bf16",
+            "epochs": 1, "batch_size": args.batch_size, "precision": "fp32" if args.smoke else "auto",
             "save_every": max(1, args.steps // 4), "seed": 42}
     return {"base": base, "runs": runs, "compare": compare or []}
 

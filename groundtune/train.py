@@ -115,8 +115,6 @@ def _load_checkpoint(out: Path, model, optimizer, scheduler) -> dict:
 def _resolved_precision(schedule: Schedule, out: Path | None, resume: bool) -> tuple[str, str]:
     """The precision this run trains in: "auto" resolved for this process's device, except that a resumed run
     keeps the precision its checkpoint was written in, so that it continues as it started."""
-    from accelerate import PartialState
-
     from groundtune.models import training_precision
 
     if schedule.precision == "auto" and resume and out is not None and (out / CHECKPOINT / "state.json").exists():
@@ -124,7 +122,10 @@ def _resolved_precision(schedule: Schedule, out: Path | None, resume: bool) -> t
         started = state.get("precision") or state.get("config", {}).get("precision")  # older checkpoints: as asked
         if started and started != "auto":
             return started, "as the resumed run started"
-    return training_precision(schedule.precision, PartialState().device)
+    # The device accelerate will pick, read before the Accelerator exists: creating accelerate's PartialState here
+    # would fix the process group before the Accelerator passes its own settings (a 2-process CPU run became 1).
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return training_precision(schedule.precision, "cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
 
 
 def _read_state(folder: Path) -> dict:

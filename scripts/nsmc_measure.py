@@ -27,8 +27,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--koalpaca", type=Path, default=None,
                         help="KoAlpaca JSON/JSONL (instruction, input, output); default: the 100 shipped records")
     parser.add_argument("--model", default=None, help="model folder / .gguf / hub id; default: embedded SmolLM2")
-    parser.add_argument("--dtype", default="bfloat16",
-                        help="weights of the frozen base (bfloat16 halves CPU time; float32 for exactness)")
+    parser.add_argument("--dtype", default="auto",
+                        help="weights of the frozen base: auto (bfloat16 where the CPU runs it natively, halving the "
+                        "CPU time; float32 elsewhere), bfloat16 or float32 (for exactness)")
     parser.add_argument("--n", type=int, default=500, help="test reviews classified (the first n)")
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="k-shot example selection")

@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     print(report)
     words = task.continuations()
     samples = [Sample(f"nsmc:{i}", task.prompt(r.text), words[r.label]) for i, r in enumerate(train_rows)]
-    model, tokenizer = load_model(args.model, dtype="bfloat16")
+    model, tokenizer = load_model(args.model, dtype="auto")
     results = []
     for name in names:
         out = args.output_dir / name

@@ -103,7 +103,7 @@ def run_head(model_name, train_rows, dev, test, task, args, seed: int):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from groundtune.methods import count_trainable
-    from groundtune.models import resolve
+    from groundtune.models import check_dtype, resolve
     from groundtune.tasks.glue import GlueConfig, GlueExample, GlueTask, encode, predict, prepare, train_classifier
 
     source = resolve(model_name)
@@ -122,7 +122,7 @@ def run_head(model_name, train_rows, dev, test, task, args, seed: int):
     # bf16 autocast per training step (through fit's precision), never around the whole loop: autocast caches the
     # bf16 copies of trainable weights for as long as its context lasts, so one context around training would
     # freeze the model at its first step.
-    precision = "bf16" if args.dtype == "bfloat16" else "fp32"
+    precision = "bf16" if check_dtype(args.dtype) == torch.bfloat16 else "fp32"  # auto: bf16 only where native
     losses = train_classifier(model, tokenizer, as_examples(train_rows), gtask, cfg, seed, progress=args.progress,
                               precision=precision)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # inference only: no updates
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr-words", type=float, default=5e-4)
     parser.add_argument("--lr-head", type=float, default=5e-4)
     parser.add_argument("--head-lr", type=float, default=None, help="the head's own lr (default: --lr-head)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                         help="words: the frozen base's weights; head: bf16 autocast (fp32 weights)")
     parser.add_argument("--max-tokens", type=int, default=256, help="longer prompts are dropped and counted")
     parser.add_argument("--seed", type=int, default=0, help="dev/train split, shuffles and initialisation")

@@ -49,7 +49,10 @@ def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
     _, before = evaluate(model, tokenizer, eval_samples, cfg.generation, max_prompt_tokens=cfg.data.max_prompt_tokens,
                          progress=progress)
     print(before.table())
-    print(f"training {cfg.method} for {cfg.max_steps} steps (bf16 autocast, frozen base)")
+    from groundtune.models import training_precision
+
+    precision, why = training_precision(cfg.precision)
+    print(f"training {cfg.method} for {cfg.max_steps} steps, frozen base, {precision} ({why})")
     after = train_and_evaluate(cfg, model=model, tokenizer=tokenizer, progress=progress)
     print("\n" + before_after(before.scores, before.intervals, after["scores"], after.get("intervals") or {}))
     out = Path(cfg.output_dir)
@@ -67,7 +70,8 @@ KOREAN_HELD_OUT = 12  # the last records of the shipped 100 KoAlpaca records; ne
 def korean_demo_config(output_dir: str = "runs/demo-ko", steps: int = 30, model: str | None = None,
                        method: dict | None = None) -> TrainConfig:
     """LLaMA-Adapter on all 18 layers of Gemma 3 270M (K=10: 115,272 parameters), lr 1e-2, batch 4. The base is
-    loaded in bf16 (its matmuls are ~2.5x faster than fp32 on a CPU); the adapter's parameters stay fp32."""
+    loaded in bf16 where the CPU runs it natively (its matmuls are then ~2.5x faster than fp32; without AVX512-BF16
+    or AMX they are far slower, so there it loads in fp32); the adapter's parameters stay fp32."""
     from groundtune.data import asset_path
 
     data = DataConfig(format="alpaca", template="koalpaca", train=str(asset_path("koalpaca/ko_alpaca_data_first100.json")),
