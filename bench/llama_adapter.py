@@ -18,7 +18,7 @@ JSON keys: layers, length, batch, seq, trainable_params, threads, train_step_s_f
 train_step_ratio_vs_peft_fp32, train_step_s_bf16, train_step_ratio_vs_peft_bf16, decode_tokens_per_s,
 train_step_ratio_vs_peft, decode_speed_ratio_vs_peft, decode_overhead_vs_base, peft_decode_overhead_vs_base,
 decode_overhead_vs_base_of_medians, decode_tokens_per_s_runs, matmul_peak_gflops, train_gflops,
-share_of_bf16_peak, padding_share, load_average, smoke, skipped
+share_of_bf16_peak, share_of_peak, padding_share, load_average, smoke, skipped
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def main():
               "trainable_params": n_params, "threads": torch.get_num_threads()}
     peaks = matmul_peaks(seconds=0.2 if args.smoke else 1.0)
     flops = step_flops(model_shape(models["base"]), [args.seq] * args.batch, args.batch * (args.seq - 1))
-    result.update({"matmul_peak_gflops": peaks, "train_gflops": {}, "share_of_bf16_peak": {}, "padding_share": 0.0})
+    result.update({"matmul_peak_gflops": peaks, "train_gflops": {}, "share_of_bf16_peak": {}, "share_of_peak": {},
+                   "padding_share": 0.0})
     print(f"matmul peak: bf16 {peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s ({load_average()})",
           flush=True)
     from groundtune.models import NO_NATIVE_BF16, bf16_supported
@@ -128,11 +129,13 @@ def main():
         gflops = {k: flops / v / 1e9 for k, v in med.items()}
         result["train_gflops"][precision] = gflops
         result["share_of_bf16_peak"][precision] = {k: v / peaks["bf16"] for k, v in gflops.items()}
+        result["share_of_peak"][precision] = {k: v / peaks[precision] for k, v in gflops.items()}  # its own peak
         result[f"train_step_s_{precision}"] = med
         result[f"train_step_ratio_vs_peft_{precision}"] = med["ours"] / med["peft"] if has_peft else None
         print(f"train step {precision}: " + "  ".join(f"{k} {v:.3f}s" for k, v in med.items())
               + (f"  ratio {med['ours'] / med['peft']:.3f}" if has_peft else "")
-              + "  GFLOP/s " + " ".join(f"{k} {v:.0f} ({v / peaks['bf16']:.0%} of bf16 peak)" for k, v in gflops.items())
+              + "  GFLOP/s " + " ".join(f"{k} {v:.0f} ({v / peaks[precision]:.0%} of the {precision} peak)"
+                                        for k, v in gflops.items())
               + f", padding 0% ({load_average()})", flush=True)
 
     prompt = torch.randint(0, vocab, (args.batch, 64))

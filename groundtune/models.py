@@ -298,7 +298,7 @@ def frozen_weights_in(model, dtype: torch.dtype):
 
 
 NO_NATIVE_BF16 = ("the CPU has no native bfloat16 (AVX512-BF16, AMX or ARM BF16): there bf16 matrix products run "
-                  "through a scalar fallback, an order of magnitude slower than float32")
+                  "through a scalar fallback, one to two orders of magnitude slower than float32")
 
 
 def training_precision(requested: str = "auto", device: str | torch.device = "cpu") -> tuple[str, str]:
