@@ -107,6 +107,8 @@ def _resolve_dtype(dtype):
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
         raise ConfigError(f"--dtype is {dtype!r}; use auto or one of {', '.join(sorted(names))}")
+    if names[dtype] == torch.bfloat16 and not torch.cuda.is_available() and not bf16_supported("cpu"):
+        warnings.warn(f"dtype {dtype}: {NO_NATIVE_BF16}; use --dtype auto (or float32) here", stacklevel=3)
     return names[dtype]
 
 

@@ -148,3 +148,5 @@ def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_kept_with_a_warning(monk
     assert models.training_precision("fp32") == ("fp32", "as asked")
     assert models.serving_dtype("auto")[0] == torch.float32
     assert models.check_dtype("auto") == torch.float32
+    with pytest.warns(UserWarning, match="no native bfloat16.*--dtype auto"):  # weights asked for in bf16 too
+        assert models.check_dtype("bfloat16") == torch.bfloat16
