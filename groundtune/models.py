@@ -107,8 +107,9 @@ def _resolve_dtype(dtype):
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:
         raise ConfigError(f"--dtype is {dtype!r}; use auto or one of {', '.join(sorted(names))}")
-    if names[dtype] == torch.bfloat16 and not torch.cuda.is_available() and not bf16_supported("cpu"):
-        warnings.warn(f"dtype {dtype}: {NO_NATIVE_BF16}; use --dtype auto (or float32) here", stacklevel=3)
+    if names[dtype] == torch.bfloat16:
+        _warn_if_bf16_emulated(f"dtype {dtype}", "use --dtype auto (or float32) here",
+                               "cuda" if torch.cuda.is_available() else "cpu")
     return names[dtype]
 
 
@@ -303,14 +304,19 @@ NO_NATIVE_BF16 = ("the CPU has no native bfloat16 (AVX512-BF16, AMX or ARM BF16)
                   "through a scalar fallback, one to two orders of magnitude slower than float32")
 
 
+def _warn_if_bf16_emulated(setting: str, fix: str, device: str | torch.device) -> None:
+    """The one warning for bf16 asked for explicitly (a precision or a weights dtype) on a CPU that emulates it."""
+    if torch.device(device).type == "cpu" and not bf16_supported(device):
+        warnings.warn(f"{setting}: {NO_NATIVE_BF16}; {fix}", stacklevel=3)
+
+
 def training_precision(requested: str = "auto", device: str | torch.device = "cpu") -> tuple[str, str]:
     """(precision, why) to train in: "auto" is bf16 mixed precision where the hardware runs bf16 natively (see
     `bf16_supported`) and fp32 elsewhere. Any other value is taken as asked; bf16 asked for on a CPU without native
     bf16 is kept but warned about, since it is slower there, not faster."""
     if requested != "auto":
-        if requested == "bf16" and torch.device(device).type == "cpu" and not bf16_supported(device):
-            warnings.warn(f"precision bf16: {NO_NATIVE_BF16}; set precision: auto (or fp32) to train in float32 here",
-                          stacklevel=2)
+        if requested == "bf16":
+            _warn_if_bf16_emulated("precision bf16", "set precision: auto (or fp32) to train in float32 here", device)
         return requested, "as asked"
     if bf16_supported(device):
         return "bf16", "the hardware runs bfloat16 natively"

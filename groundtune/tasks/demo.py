@@ -49,10 +49,7 @@ def run_demo(cfg: TrainConfig, progress: bool = True) -> dict:
     _, before = evaluate(model, tokenizer, eval_samples, cfg.generation, max_prompt_tokens=cfg.data.max_prompt_tokens,
                          progress=progress)
     print(before.table())
-    from groundtune.models import training_precision
-
-    precision, why = training_precision(cfg.precision)
-    print(f"training {cfg.method} for {cfg.max_steps} steps, frozen base, {precision} ({why})")
+    print(f"training {cfg.method} for {cfg.max_steps} steps, frozen base")  # the loop prints its precision
     after = train_and_evaluate(cfg, model=model, tokenizer=tokenizer, progress=progress)
     print("\n" + before_after(before.scores, before.intervals, after["scores"], after.get("intervals") or {}))
     out = Path(cfg.output_dir)
